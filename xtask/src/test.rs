@@ -1,0 +1,24 @@
+//! `cargo xtask test`: the README's test command, also what CI runs.
+use crate::util::{root, run as sh};
+use anyhow::Result;
+use std::process::Command;
+
+/// Options of `test`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip `setup` (packages already installed).
+    #[arg(long)]
+    no_setup: bool,
+}
+
+/// Setup, then every test suite in turn.
+pub fn run(a: Args) -> Result<()> {
+    if !a.no_setup {
+        crate::setup::run(crate::setup::Args {})?;
+    }
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--workspace", "--locked"]))?;
+    crate::fuzz::run(crate::fuzz::Args { seconds: 10 })?;
+    Ok(())
+}
