@@ -16,3 +16,6 @@ pub mod scanner;
 pub mod detect;
 pub mod report;
 pub mod relay;
+pub mod time;
+
+pub use time::{Duration, Instant};
