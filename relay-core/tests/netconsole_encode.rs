@@ -44,6 +44,7 @@ fn msg_add_ext_text(buf: &mut [u8], start: usize, size: usize, text: &[u8], endc
     let mut p = start;
     let e = start + size;
     for &c in text {
+        #[allow(clippy::manual_range_contains)] // as written in printk.c
         if c < b' ' || c >= 127 || c == b'\\' {
             let esc = format!("\\x{c:02x}");
             p += scnprintf(buf, p, e, esc.as_bytes());
@@ -139,7 +140,9 @@ fn encode(r: &ExtRecord<'_>) -> Vec<Vec<u8>> {
 
 /// Decode and reassemble `datagrams`; the single whole record's (release,
 /// raw text, raw dict).
-fn decode(datagrams: &[Vec<u8>]) -> (Option<Vec<u8>>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>) {
+type Decoded = (Option<Vec<u8>>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn decode(datagrams: &[Vec<u8>]) -> Decoded {
     let mut reasm: Reassembler<2, 8192> = Reassembler::new(Duration::from_secs(1));
     let mut whole = None;
     for (i, d) in datagrams.iter().enumerate() {
