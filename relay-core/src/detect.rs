@@ -289,6 +289,12 @@ pub enum StampPolicy {
     Ignore,
 }
 
+/// Printk stamps on different CPUs may be slightly out of order.
+pub const GLUE_BEHIND: Duration = Duration::from_secs(1);
+/// A console backlog (boot, panic flush) prints records late, so the
+/// latest stamp can lag the host's clock by this much.
+pub const GLUE_AHEAD: Duration = Duration::from_secs(30);
+
 /// Detector settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DetectorConfig {
@@ -394,6 +400,8 @@ pub struct Detector {
     last_line: Instant,
     /// The console carries printk stamps (see [`StampPolicy::Auto`]).
     stamped_console: bool,
+    /// The latest line-start kernel stamp and when it arrived.
+    last_stamp: Option<(u64, Instant)>,
     /// Non-fatal reports are held off until then.
     nonfatal_until: Option<Instant>,
     refused: u32,
@@ -414,6 +422,7 @@ impl Detector {
             phase: Phase::Armed,
             last_line: Instant(0),
             stamped_console: false,
+            last_stamp: None,
             nonfatal_until: None,
             refused: 0,
             held_off: 0,
@@ -443,9 +452,26 @@ impl Detector {
 
     /// Feed one console line (as the scanner yields it).
     pub fn on_line(&mut self, line: &Line<'_>, now: Instant) -> Option<Event> {
-        if line.ts_usec.is_some() {
-            self.stamped_console = true;
-        }
+        let glued;
+        let line = match line.ts_usec {
+            Some(ts) => {
+                self.stamped_console = true;
+                if line.facility.is_none_or(|f| f == 0) {
+                    self.last_stamp = Some((ts, now));
+                }
+                line
+            }
+            None if self.stamped_console && self.cfg.stamps != StampPolicy::Ignore => {
+                match self.glued(line, now) {
+                    Some(g) => {
+                        glued = g;
+                        &glued
+                    }
+                    None => line,
+                }
+            }
+            None => line,
+        };
         if let Phase::Suspected(kind) = self.phase {
             if let Some(ev) = self.poll(now) {
                 return Some(ev);
@@ -506,6 +532,40 @@ impl Detector {
                 Some(Event::Rearmed { cause: Rearm::HostBoot })
             }
             _ => None,
+        }
+    }
+
+    /// A kernel record glued onto a partial userspace line, as the real
+    /// console shows it (`ncinit: plain st[    5.994048] ncfixture: ...`):
+    /// printk does not know the tty has a partial line. Accepted only when its
+    /// stamp fits the live kernel clock: not before the latest line-start
+    /// stamp (less [`GLUE_BEHIND`]) and not further ahead than the relay's
+    /// time since then (plus [`GLUE_AHEAD`]). A replayed log
+    /// (`kernel: [ 6.58] Kernel panic ...` from `grep` or `journalctl`)
+    /// carries a stamp from another time and is refused.
+    fn glued<'a>(&mut self, line: &Line<'a>, now: Instant) -> Option<Line<'a>> {
+        let (last_ts, last_at) = self.last_stamp?;
+        let text = line.text;
+        let mut from = 1usize;
+        loop {
+            let rest = text.get(from..)?;
+            let at = from.checked_add(rest.iter().position(|&b| b == b'[')?)?;
+            let tail = text.get(at..)?;
+            let p = parse_prefix(tail);
+            if let Some(ts) = p.ts_usec {
+                let body = tail.get(p.body_start..)?;
+                inspect_message(body)?;
+                let lo = last_ts.saturating_sub(GLUE_BEHIND.as_micros());
+                let hi = last_ts
+                    .saturating_add(now.saturating_since(last_at).as_micros())
+                    .saturating_add(GLUE_AHEAD.as_micros());
+                if ts < lo || ts > hi {
+                    self.refused = self.refused.wrapping_add(1);
+                    return None;
+                }
+                return Some(Line { text: body, ts_usec: Some(ts), ..*line });
+            }
+            from = at.checked_add(1)?;
         }
     }
 

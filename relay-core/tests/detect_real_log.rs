@@ -3,6 +3,8 @@
 //! exactly one fatal trigger, at the `Kernel panic - not syncing` line, with
 //! the lines before it in the context ring; confirmed at
 //! `---[ end Kernel panic`; nothing at all during boot.
+#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use relay_core::detect::{Certainty, Confirmation, Detector, Event, Kind, Phase};
 use relay_core::scanner::{ConsoleScanner, ContextRing};
