@@ -25,7 +25,9 @@
 //!   pending, also across restarts); [`ActError::Permanent`] records the step as failed and moves
 //!   on to the next step (a failed pod annotation must not prevent the taint).
 //! - **Trust.** The plan already respects trust ([`plan`] gives untrusted incidents only a
-//!   [`Step::NodeEvent`]); an actuator must not widen it.
+//!   [`Step::NodeEvent`], and destructive steps only to confirmed fatal incidents from a trusted
+//!   source); an actuator must not widen it. A plan can grow (suspected → confirmed appends
+//!   the destructive steps); existing steps never change.
 //!
 //! Resolving the Node from the [`NodeHint`] is the actuator's job (the Kubernetes actuator uses a
 //! reflector cache); [`RecordOnly`] needs no resolution.
@@ -102,8 +104,13 @@ pub enum Policy {
 /// - every incident: [`Step::NodeEvent`];
 /// - untrusted: nothing more (plain netconsole from an address the config does not trust);
 /// - [`Severity::Condition`]: the NPD condition;
-/// - [`Severity::Fatal`]: `KernelPanic` condition, pod reasons, then the policy. Deletion needs a
-///   verified relay report unless `netconsole_may_delete`; otherwise it degrades to a taint.
+/// - [`Severity::Fatal`]: `KernelPanic` condition, pod reasons, then, only once the incident is
+///   [`Certainty::Confirmed`](relay_core::detect::Certainty::Confirmed), the policy's destructive
+///   step(s). Deletion needs a verified relay report unless `netconsole_may_delete`; otherwise it
+///   degrades to a taint.
+///
+/// The plan only grows: the plan of a confirmed incident starts with the plan of the same
+/// incident while suspected, so the journal appends the destructive steps on confirmation.
 pub fn plan(incident: &Incident, policy: Policy, netconsole_may_delete: bool) -> Vec<Step> {
     let mut steps = vec![Step::NodeEvent];
     if !incident.trusted {
@@ -119,6 +126,9 @@ pub fn plan(incident: &Incident, policy: Policy, netconsole_may_delete: bool) ->
                 condition_type: "KernelPanic".to_owned(),
             });
             steps.push(Step::PodReasons);
+            if incident.certainty != relay_core::detect::Certainty::Confirmed {
+                return steps;
+            }
             let from_report = matches!(incident.origin, crate::incident::Origin::Report { .. });
             match policy {
                 Policy::Observe => {}
