@@ -474,7 +474,8 @@ fn fold(s: u64) -> u16 {
 /// below 2^64 (at most 2^41 for a 1500-byte payload), `low` is recovered exactly
 /// afterwards: no carry handling and no branch inside the loop, one add, one
 /// shift and one add per word, which the compiler turns into SIMD where the
-/// target has it. The tail takes at most 7 steps with fixed-size moves.
+/// target has it. The tail (under 64 bytes) is straight-line code: at most one
+/// fixed-size step each of 32, 16, 8, 4, 2 and 1 byte(s).
 #[inline(always)]
 fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
     const BLOCK: usize = 64;
@@ -499,15 +500,11 @@ fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
 
     let mut s = s_blocks.remainder();
     let mut d = d_blocks.into_remainder();
-    // `s` and `d` have the same length, so the `else` branches never run.
-    while let Some((s8, s_rest)) = s.split_first_chunk::<8>() {
-        let Some((d8, d_rest)) = core::mem::take(&mut d).split_first_chunk_mut::<8>() else { break };
-        *d8 = *s8;
-        let w = u64::from_ne_bytes(*s8);
-        acc = acc.wrapping_add(w & 0xffff_ffff).wrapping_add(w >> 32);
-        s = s_rest;
-        d = d_rest;
-    }
+    // Under 64 bytes left: one fixed-size step each of 32, 16 and 8 bytes, so
+    // the tail is straight-line code rather than a loop.
+    acc = acc.wrapping_add(copy_sum_step::<32>(&mut s, &mut d));
+    acc = acc.wrapping_add(copy_sum_step::<16>(&mut s, &mut d));
+    acc = acc.wrapping_add(copy_sum_step::<8>(&mut s, &mut d));
     // At most 7 bytes left: one step each of 4, 2 and 1 byte(s).
     let mut last = [0u8; 4];
     if let Some((s4, s_rest)) = s.split_first_chunk::<4>() {
@@ -532,4 +529,24 @@ fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
         }
     }
     acc.wrapping_add(u64::from(u32::from_ne_bytes(last)))
+}
+
+/// If `s` holds at least `N` bytes (a multiple of 8), copy the first `N` into
+/// `d`, advance both, and return their sum as in [`copy_and_sum`].
+#[inline(always)]
+fn copy_sum_step<const N: usize>(s: &mut &[u8], d: &mut &mut [u8]) -> u64 {
+    let Some((sn, s_rest)) = s.split_first_chunk::<N>() else { return 0 };
+    // `s` and `d` have the same length, so this `else` never runs.
+    let Some((dn, d_rest)) = core::mem::take(d).split_first_chunk_mut::<N>() else { return 0 };
+    *dn = *sn;
+    let (mut full, mut high) = (0u64, 0u64);
+    for w8 in sn.chunks_exact(8) {
+        let w = u64::from_ne_bytes(w8.try_into().unwrap_or_default());
+        full = full.wrapping_add(w);
+        high = high.wrapping_add(w >> 32);
+    }
+    *s = s_rest;
+    *d = d_rest;
+    // At most four words: the low halves cannot overflow (see copy_and_sum).
+    full.wrapping_sub(high << 32).wrapping_add(high)
 }
