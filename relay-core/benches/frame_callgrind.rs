@@ -7,6 +7,8 @@
 //!
 //! Cases (each sends one 1000-byte UDP payload as an Ethernet/IPv4 frame):
 //! - `frame-write`: [`FrameTemplate::write`] into a frame buffer.
+//! - `frame-write-parts`: [`FrameTemplate::write_parts`] with the payload in two
+//!   pieces split at an odd offset (a 61-byte header and its 939-byte body).
 //! - `smoltcp-udp`: `udp::Socket::send_slice` + `Interface::poll` over an
 //!   in-memory device that keeps the transmitted frame (ARP already resolved).
 // A host-only benchmark: failing loudly is its job; the no-panic lints are for the library.
@@ -41,7 +43,7 @@ fn payload() -> [u8; PAYLOAD_LEN] {
     p
 }
 
-fn bench_frame(iterations: u64) -> Result<usize, String> {
+fn bench_frame(iterations: u64, split: Option<usize>) -> Result<usize, String> {
     let ep = Endpoints {
         src_mac: MacAddr(RELAY_MAC),
         dst_mac: MacAddr(COLLECTOR_MAC),
@@ -55,7 +57,13 @@ fn bench_frame(iterations: u64) -> Result<usize, String> {
     let mut buf = [0u8; MAX_FRAME_LEN];
     let mut len = 0;
     for _ in 0..iterations {
-        len = measured_frame(&mut tpl, black_box(&payload), &mut buf)?;
+        len = match split {
+            None => measured_frame(&mut tpl, black_box(&payload), &mut buf)?,
+            Some(at) => {
+                let (head, body) = payload.split_at(at);
+                measured_frame_parts(&mut tpl, black_box(&[head, body]), &mut buf)?
+            }
+        };
         black_box(&buf);
     }
     Ok(len)
@@ -64,6 +72,11 @@ fn bench_frame(iterations: u64) -> Result<usize, String> {
 #[inline(never)]
 fn measured_frame(tpl: &mut FrameTemplate, payload: &[u8], buf: &mut [u8]) -> Result<usize, String> {
     tpl.write(payload, buf).map_err(|e| e.to_string())
+}
+
+#[inline(never)]
+fn measured_frame_parts(tpl: &mut FrameTemplate, parts: &[&[u8]], buf: &mut [u8]) -> Result<usize, String> {
+    tpl.write_parts(parts, buf).map_err(|e| e.to_string())
 }
 
 /// An in-memory NIC: one optional received frame, and the last transmitted one.
@@ -209,10 +222,11 @@ fn main() -> ExitCode {
         _ => ("all", 1),
     };
     let result = match case {
-        "frame-write" => bench_frame(iterations),
+        "frame-write" => bench_frame(iterations, None),
+        "frame-write-parts" => bench_frame(iterations, Some(61)),
         "smoltcp-udp" => bench_smoltcp(iterations),
-        "all" => bench_frame(iterations).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b))),
-        other => Err(format!("unknown case {other:?} (frame-write, smoltcp-udp)")),
+        "all" => bench_frame(iterations, None).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b))),
+        other => Err(format!("unknown case {other:?} (frame-write, frame-write-parts, smoltcp-udp)")),
     };
     match result {
         Ok(len) => {
