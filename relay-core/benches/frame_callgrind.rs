@@ -12,7 +12,13 @@
 //! - `smoltcp-udp`: `udp::Socket::send_slice` + `Interface::poll` over an
 //!   in-memory device that keeps the transmitted frame (ARP already resolved).
 // A host-only benchmark: failing loudly is its job; the no-panic lints are for the library.
-#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, MAX_FRAME_LEN};
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
@@ -20,8 +26,8 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    HardwareAddress, IpAddress, IpCidr, Ipv4Address,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Address,
 };
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -48,7 +54,10 @@ fn bench_frame(iterations: u64, split: Option<usize>) -> Result<usize, String> {
         src_mac: MacAddr(RELAY_MAC),
         dst_mac: MacAddr(COLLECTOR_MAC),
         vlan: None,
-        ip: IpEndpoints::V4 { src: RELAY_IP, dst: COLLECTOR_IP },
+        ip: IpEndpoints::V4 {
+            src: RELAY_IP,
+            dst: COLLECTOR_IP,
+        },
         src_port: PORT,
         dst_port: PORT,
     };
@@ -70,12 +79,20 @@ fn bench_frame(iterations: u64, split: Option<usize>) -> Result<usize, String> {
 }
 
 #[inline(never)]
-fn measured_frame(tpl: &mut FrameTemplate, payload: &[u8], buf: &mut [u8]) -> Result<usize, String> {
+fn measured_frame(
+    tpl: &mut FrameTemplate,
+    payload: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, String> {
     tpl.write(payload, buf).map_err(|e| e.to_string())
 }
 
 #[inline(never)]
-fn measured_frame_parts(tpl: &mut FrameTemplate, parts: &[&[u8]], buf: &mut [u8]) -> Result<usize, String> {
+fn measured_frame_parts(
+    tpl: &mut FrameTemplate,
+    parts: &[&[u8]],
+    buf: &mut [u8],
+) -> Result<usize, String> {
     tpl.write_parts(parts, buf).map_err(|e| e.to_string())
 }
 
@@ -146,12 +163,19 @@ fn arp_from_collector() -> Vec<u8> {
 }
 
 fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
-    let mut dev = MemDevice { rx: Some(arp_from_collector()), tx: [0; MAX_FRAME_LEN], tx_len: 0 };
+    let mut dev = MemDevice {
+        rx: Some(arp_from_collector()),
+        tx: [0; MAX_FRAME_LEN],
+        tx_len: 0,
+    };
     let now = Instant::from_millis(1_000);
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(RELAY_MAC)));
     let mut iface = Interface::new(config, &mut dev, now);
     iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(IpAddress::from(Ipv4Address::from(RELAY_IP)), 24));
+        let _ = addrs.push(IpCidr::new(
+            IpAddress::from(Ipv4Address::from(RELAY_IP)),
+            24,
+        ));
     });
 
     let mut rx_meta = [udp::PacketMetadata::EMPTY; 1];
@@ -165,7 +189,10 @@ fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
     let mut storage = [SocketStorage::EMPTY; 1];
     let mut sockets = SocketSet::new(&mut storage[..]);
     let handle = sockets.add(socket);
-    sockets.get_mut::<udp::Socket>(handle).bind(PORT).map_err(|e| e.to_string())?;
+    sockets
+        .get_mut::<udp::Socket>(handle)
+        .bind(PORT)
+        .map_err(|e| e.to_string())?;
 
     // Take in the ARP request (and send smoltcp's reply) so the neighbour is known.
     iface.poll(now, &mut dev, &mut sockets);
@@ -177,13 +204,23 @@ fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
     let to = (IpAddress::from(Ipv4Address::from(COLLECTOR_IP)), PORT);
     dev.tx_len = 0;
     for _ in 0..iterations {
-        measured_smoltcp(&mut iface, &mut dev, &mut sockets, handle, black_box(&payload), to, now)?;
+        measured_smoltcp(
+            &mut iface,
+            &mut dev,
+            &mut sockets,
+            handle,
+            black_box(&payload),
+            to,
+            now,
+        )?;
         black_box(&dev.tx);
     }
     if iterations > 0 {
         // The last frame must be the datagram, to the collector, with the whole payload.
         let frame = EthernetFrame::new_checked(&dev.tx[..dev.tx_len]).map_err(|e| e.to_string())?;
-        if frame.dst_addr() != EthernetAddress(COLLECTOR_MAC) || frame.ethertype() != EthernetProtocol::Ipv4 {
+        if frame.dst_addr() != EthernetAddress(COLLECTOR_MAC)
+            || frame.ethertype() != EthernetProtocol::Ipv4
+        {
             return Err(format!("smoltcp sent something else: {frame}"));
         }
         if !dev.tx[..dev.tx_len].ends_with(&payload) {
@@ -203,7 +240,10 @@ fn measured_smoltcp(
     to: (IpAddress, u16),
     now: Instant,
 ) -> Result<(), String> {
-    sockets.get_mut::<udp::Socket>(handle).send_slice(payload, to).map_err(|e| e.to_string())?;
+    sockets
+        .get_mut::<udp::Socket>(handle)
+        .send_slice(payload, to)
+        .map_err(|e| e.to_string())?;
     iface.poll(now, dev, sockets);
     Ok(())
 }
@@ -225,13 +265,20 @@ fn main() -> ExitCode {
         "frame-write" => bench_frame(iterations, None),
         "frame-write-parts" => bench_frame(iterations, Some(61)),
         "smoltcp-udp" => bench_smoltcp(iterations),
-        "all" => bench_frame(iterations, None).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b))),
-        other => Err(format!("unknown case {other:?} (frame-write, frame-write-parts, smoltcp-udp)")),
+        "all" => {
+            bench_frame(iterations, None).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b)))
+        }
+        other => Err(format!(
+            "unknown case {other:?} (frame-write, frame-write-parts, smoltcp-udp)"
+        )),
     };
     match result {
         Ok(len) => {
             if iterations > 0 && len != 14 + 20 + 8 + PAYLOAD_LEN {
-                eprintln!("frame_callgrind: {case}: frame of {len} bytes, expected {}", 42 + PAYLOAD_LEN);
+                eprintln!(
+                    "frame_callgrind: {case}: frame of {len} bytes, expected {}",
+                    42 + PAYLOAD_LEN
+                );
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
