@@ -639,6 +639,9 @@ impl<'a> ExtDatagrams<'a> {
             if let Some(rel) = r.release {
                 if rel.len() > MAX_RELEASE_LEN {
                     error = Some(EncodeError::ReleaseTooLong { len: rel.len() });
+                } else if !rel.iter().all(|&c| (b'!'..=b'~').contains(&c) && c != b';') {
+                    // A receiver could not find the header after such a release.
+                    error = Some(EncodeError::InvalidField);
                 } else {
                     w.put(rel);
                     w.put_byte(b',');

@@ -135,8 +135,8 @@ pub enum EncodeError {
         /// Its length.
         len: usize,
     },
-    /// `flags` is neither `b'-'` nor `b'c'`, or a payload byte is one
-    /// netconsole never sends (for [`ExtRepr::emit`]).
+    /// `flags` is neither `b'-'` nor `b'c'` (for [`ExtRepr::emit`]), or the
+    /// release contains a `;`, a space or a non-printable byte.
     InvalidField,
 }
 
