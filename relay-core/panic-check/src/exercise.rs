@@ -7,7 +7,6 @@ use relay_core::report::{self, Freshness, Report, MAX_REPORT_LEN};
 pub fn all() {
     report_api();
     frame_api();
-    netconsole_api();
 }
 
 fn report_api() {
@@ -61,56 +60,4 @@ fn frame_api() {
         black_box((tpl.header_len(), tpl.max_payload(), tpl.next_ip_id(), tpl.endpoints()));
         black_box(&tpl);
     }
-}
-
-fn netconsole_api() {
-    use relay_core::netconsole::{
-        basic, escape, ExtPacket, ExtRecord, ExtRepr, Reassembler, MAX_PRINT_CHUNK,
-    };
-    use relay_core::{Duration, Instant};
-    let dict: &[(&[u8], &[u8])] = black_box(&[(b"SUBSYSTEM", b"pci"), (b"DEVICE", b"+pci:0")]);
-    let rec = ExtRecord {
-        release: black_box(Some(b"6.1.0-56-amd64")),
-        prefix: black_box(6),
-        seq: black_box(42),
-        ts_usec: black_box(7),
-        cont: black_box(false),
-        text: black_box(&[0x41; 1500]),
-        dict,
-    };
-    let mut reasm: Reassembler<2, 4096> = Reassembler::new(black_box(Duration::from_secs(1)));
-    let mut it = rec.datagrams();
-    black_box((it.body_len(), it.is_fragmented()));
-    let mut buf = [0u8; MAX_PRINT_CHUNK];
-    while let Some(Ok(n)) = it.next_into(black_box(&mut buf[..])) {
-        let d: &[u8] = black_box(buf.get(..n).unwrap_or(&[]));
-        if let Ok(p) = ExtPacket::new_checked(d) {
-            black_box((p.release(), p.prefix(), p.seq(), p.ts_usec(), p.flags(), p.frag()));
-            black_box((p.payload(), p.extra_fields().count()));
-        }
-        if let Ok(r) = ExtRepr::parse(d) {
-            let mut out = [0u8; MAX_PRINT_CHUNK];
-            black_box(r.emit(black_box(&mut out[..])).is_ok());
-            if let Ok(Some(whole)) = reasm.push(&r, black_box(Instant(0))) {
-                black_box((whole.level(), whole.facility(), whole.is_cont(), whole.buffer_len()));
-                black_box(whole.unescaped_text().count());
-                black_box(whole.dict().count());
-                let mut raw = [0u8; 64];
-                black_box(escape::unescape_str(whole.text(), black_box(&mut raw[..])).is_ok());
-            }
-        }
-    }
-    black_box((reasm.poll(black_box(Instant(5))), reasm.poll_timeout(), reasm.stats(), reasm.in_flight()));
-    let mut esc = [0u8; 64];
-    black_box(escape::escape_into(black_box(b"a\tb"), black_box(&mut esc[..])).is_ok());
-    black_box(escape::unescaped_len(black_box(b"\\x41")));
-    let datagram: &[u8] = black_box(b"[    1.000000] x\n[bad");
-    for chunk in basic::chunks(datagram) {
-        if let Ok(lines) = basic::lines(chunk) {
-            for l in lines {
-                black_box((l.ts_usec, l.text, l.complete, l.text_str().is_ok()));
-            }
-        }
-    }
-    black_box(basic::split_timestamp(datagram));
 }

@@ -329,15 +329,14 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
             .get_mut(slot.n_ranges)
             .ok_or(ReassemblyError::TooManyFragments)?;
         *range = (offset, len);
-        let dst = slot
-            .buf
+        slot.buf
             .get_mut(offset..)
-            .and_then(|rest| rest.get_mut(..repr.payload.len()))
+            .and_then(|b| b.get_mut(..repr.payload.len()))
             .ok_or(ReassemblyError::TooLarge {
                 total: frag.total,
                 max: MAX,
-            })?;
-        dst.copy_from_slice(repr.payload);
+            })?
+            .copy_from_slice(repr.payload);
         slot.n_ranges = slot.n_ranges.saturating_add(1);
         // Ranges are disjoint, so the sum reaches `total` exactly when full.
         slot.received = slot.received.saturating_add(len);
