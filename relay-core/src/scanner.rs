@@ -148,31 +148,29 @@ fn parse_syslog(s: &[u8]) -> Option<(u8, &[u8])> {
 /// `[` spaces digits `.` six digits `]`, as printk's `[%5lu.%06lu]`.
 fn parse_stamp(s: &[u8]) -> Option<(u64, &[u8])> {
     let mut rest = s.strip_prefix(b"[")?;
-    while let Some((b' ', tail)) = rest.split_first() {
+    while let [b' ', tail @ ..] = rest {
         rest = tail;
     }
-    let mut sec: u64 = 0;
-    let mut digits = 0u8;
-    while let Some((&d @ b'0'..=b'9', tail)) = rest.split_first() {
-        sec = sec.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))?;
-        digits = digits.saturating_add(1);
+    let mut sec = 0u64;
+    let mut n = 0u32;
+    while let [d @ b'0'..=b'9', tail @ ..] = rest {
+        sec = sec.wrapping_mul(10).wrapping_add(u64::from(d.wrapping_sub(b'0')));
+        n = n.wrapping_add(1);
         rest = tail;
     }
-    if digits == 0 {
+    // Up to 12 digits of seconds: the microseconds then fit in u64.
+    if n == 0 || n > 12 {
         return None;
     }
-    rest = rest.strip_prefix(b".")?;
-    let mut usec: u64 = 0;
-    for _ in 0..6 {
-        let (&d, tail) = rest.split_first()?;
+    let [b'.', frac @ .., b']'] = rest.get(..8)? else { return None };
+    let mut usec = 0u64;
+    for &d in frac {
         if !d.is_ascii_digit() {
             return None;
         }
         usec = usec.wrapping_mul(10).wrapping_add(u64::from(d.wrapping_sub(b'0')));
-        rest = tail;
     }
-    rest = rest.strip_prefix(b"]")?;
-    Some((sec.checked_mul(1_000_000)?.checked_add(usec)?, rest))
+    Some((sec.wrapping_mul(1_000_000).wrapping_add(usec), rest.get(8..)?))
 }
 
 /// CONFIG_PRINTK_CALLER's `[    T123]` / `[     C1]`.
@@ -216,6 +214,9 @@ enum Esc {
     /// ESC seen inside a string: `\` ends it.
     StrEscape,
 }
+
+/// Inputs shorter than this are scanned byte by byte.
+const SMALL: usize = 16;
 
 /// Escape sequences longer than this are abandoned (line noise must not be
 /// able to swallow the panic line).
@@ -261,6 +262,13 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
 
     /// Feed bytes; `on_line` is called for every completed line, in order.
     pub fn push(&mut self, mut input: &[u8], mut on_line: impl FnMut(Line<'_>)) {
+        // A UART interrupt hands over a byte or a few: no bulk setup for those.
+        if input.len() < SMALL {
+            for &b in input {
+                self.byte(b, &mut on_line);
+            }
+            return;
+        }
         while !input.is_empty() {
             if self.esc == Esc::Ground {
                 let n = first_control(input);
@@ -284,6 +292,33 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
                     }
                     None => return,
                 }
+            }
+        }
+    }
+
+    /// Feed one byte (a UART receive interrupt); same result as
+    /// [`ConsoleScanner::push`] with a one-byte slice, but inlined into the
+    /// caller.
+    #[inline]
+    pub fn push_byte(&mut self, b: u8, mut on_line: impl FnMut(Line<'_>)) {
+        self.byte(b, &mut on_line);
+    }
+
+    /// One byte, the slow-but-short way.
+    #[inline(always)]
+    fn byte(&mut self, b: u8, on_line: &mut impl FnMut(Line<'_>)) {
+        if self.esc != Esc::Ground {
+            self.escape_byte(b, on_line);
+        } else if b < 0x20 {
+            self.control(b, on_line);
+        } else {
+            self.after_cr = false;
+            match self.buf.get_mut(self.len) {
+                Some(slot) if !self.truncated => {
+                    *slot = b;
+                    self.len = self.len.wrapping_add(1);
+                }
+                _ => self.truncated = true,
             }
         }
     }
@@ -324,6 +359,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     }
 
     /// A byte below 0x20 in plain text.
+    #[inline(never)]
     fn control(&mut self, b: u8, on_line: &mut impl FnMut(Line<'_>)) {
         match b {
             b'\n' => {
@@ -351,6 +387,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
         }
     }
 
+    #[inline(never)]
     fn escape_byte(&mut self, b: u8, on_line: &mut impl FnMut(Line<'_>)) {
         self.esc_len = self.esc_len.saturating_add(1);
         if self.esc_len > ESC_MAX || b == b'\n' || b == b'\r' {
@@ -393,6 +430,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
         };
     }
 
+    #[inline(never)]
     fn emit(&mut self, on_line: &mut impl FnMut(Line<'_>)) {
         let mut len = self.len;
         if self.truncated {
