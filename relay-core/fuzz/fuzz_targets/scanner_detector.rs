@@ -59,7 +59,7 @@ fn run(data: &[u8], cuts: &[u8]) -> Run {
     }
     let held: Vec<&[u8]> = ring.iter().map(|l| l.text).collect();
     assert_eq!(held.len(), ring.len());
-    let used: usize = ring.iter().map(|l| l.text.len() + if l.ts_usec.is_some() { 12 } else { 4 }).sum();
+    let used: usize = ring.iter().map(|l| l.text.len() + 12).sum();
     assert!(used <= 512);
     let newest = &out.lines[out.lines.len() - held.len()..];
     for (h, l) in held.iter().zip(newest) {
