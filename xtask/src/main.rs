@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod fw;
+mod panic_check;
 mod setup;
 mod test;
 mod util;
@@ -33,6 +34,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// Instruction-count benchmarks (callgrind) of relay-core.
     Bench(bench::Args),
+    /// Link-time proof that relay-core's public API cannot panic.
+    PanicCheck(panic_check::Args),
     /// The main job: an emulated relay, the bridge and a panicking Linux host.
     Demo(demo::Args),
 }
@@ -45,5 +48,6 @@ fn main() -> Result<()> {
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::PanicCheck(a) => panic_check::run(a),
     }
 }

@@ -25,6 +25,6 @@ pub fn run(a: Args) -> Result<()> {
         .current_dir(root())
         .env("LASTGASP_REQUIRE_QEMU", "1")
         .args(["test", "--workspace", "--locked"]))?;
-    crate::fuzz::run(crate::fuzz::Args { seconds: 10 })?;
+    crate::fuzz::run(crate::fuzz::Args { seconds: 10, ..Default::default() })?;
     Ok(())
 }
