@@ -223,12 +223,12 @@ impl Worker {
             metrics.dropped(DropReason::Empty, 1);
             return;
         }
-        if report::is_report(data) {
+        // A prefix of the magic is a report cut short, not console text.
+        if report::is_report(data) || report::MAGIC.starts_with(data) {
             self.report(id, data, now);
             return;
         }
         if let Ok(repr) = ExtRepr::parse(data) {
-            metrics.decoded(Format::Extended);
             self.extended(id, &repr, now);
             return;
         }
@@ -300,6 +300,7 @@ impl Worker {
         let kernel = d.facility() == 0;
         let mut created = false;
         let body: Vec<u8> = if d.frag.is_none() {
+            metrics.decoded(Format::Extended);
             d.payload.to_vec()
         } else {
             if st.frags.is_none() {
@@ -312,9 +313,16 @@ impl Worker {
             }
             let Some(r) = st.frags.as_mut() else { return };
             let evicted_before = r.stats().evicted;
+            // Each datagram is either decoded or refused, never both.
             let out = match r.push(d, rc) {
-                Ok(Some(whole)) => Some(whole.payload.to_vec()),
-                Ok(None) => None,
+                Ok(Some(whole)) => {
+                    metrics.decoded(Format::Extended);
+                    Some(whole.payload.to_vec())
+                }
+                Ok(None) => {
+                    metrics.decoded(Format::Extended);
+                    None
+                }
                 Err(e) => {
                     tracing::debug!(source = %id.0, "ncfrag refused: {e}");
                     metrics.refuse(Refusal::BadFragment);
@@ -359,7 +367,10 @@ impl Worker {
         let metrics = Arc::clone(&self.ctx.metrics);
         let ctx = Arc::clone(&self.ctx);
         let Some(claimed) = peek_relay_id(data) else {
-            metrics.refuse_named("malformed");
+            // Not even the relay id decodes: let the verifier name the fault (truncated,
+            // wrong version, or a tag that cannot match an altered body).
+            let why = report::verify(data, &[0; report::KEY_LEN]).err().map_or("malformed", |e| e.name());
+            metrics.refuse_named(why);
             return;
         };
         let Some(relay) = ctx.keyring.iter().find(|r| r.relay_id == claimed) else {
