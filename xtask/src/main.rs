@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod fw;
+mod openbmc;
 mod setup;
 mod test;
 mod util;
@@ -33,6 +34,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// Instruction-count benchmarks (callgrind) of relay-core.
     Bench(bench::Args),
+    /// Cross-build the OpenBMC relay for armv7 BMCs (`build`, or `check` = build + run under qemu-arm).
+    Openbmc(openbmc::Args),
     /// The main job: an emulated relay, the bridge and a panicking Linux host.
     Demo(demo::Args),
 }
@@ -45,5 +48,6 @@ fn main() -> Result<()> {
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Openbmc(a) => openbmc::run(a),
     }
 }
