@@ -8,6 +8,7 @@ mod demo;
 mod fuzz;
 mod fw;
 mod openbmc;
+mod panic_check;
 mod setup;
 mod test;
 mod util;
@@ -36,6 +37,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Cross-build the OpenBMC relay for armv7 BMCs (`build`, or `check` = build + run under qemu-arm).
     Openbmc(openbmc::Args),
+    /// Link-time proof that relay-core's public API cannot panic.
+    PanicCheck(panic_check::Args),
     /// The main job: an emulated relay, the bridge and a panicking Linux host.
     Demo(demo::Args),
 }
@@ -49,5 +52,6 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Openbmc(a) => openbmc::run(a),
+        Cmd::PanicCheck(a) => panic_check::run(a),
     }
 }

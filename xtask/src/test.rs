@@ -19,6 +19,6 @@ pub fn run(a: Args) -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
         .args(["test", "--workspace", "--locked"]))?;
-    crate::fuzz::run(crate::fuzz::Args { seconds: 10 })?;
+    crate::fuzz::run(crate::fuzz::Args { seconds: 10, ..Default::default() })?;
     Ok(())
 }
