@@ -319,7 +319,8 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
             .ok_or(ReassemblyError::TooManyFragments)?;
         *range = (offset, len);
         slot.buf
-            .get_mut(offset..end)
+            .get_mut(offset..)
+            .and_then(|b| b.get_mut(..repr.payload.len()))
             .ok_or(ReassemblyError::TooLarge {
                 total: frag.total,
                 max: MAX,
