@@ -109,6 +109,33 @@ pub const BENCHES: &[Bench] = &[
         max_per_byte: Some(20.0),
         what: "console scanner + context ring + detector over ext-panic.serial.log, 4 KiB chunks",
     },
+    Bench {
+        name: "relay-clone",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-clone",
+        bytes: None,
+        max_per_byte: None,
+        what: "Relay::clone of a relay primed with the real serial log (subtract from the two below)",
+    },
+    Bench {
+        name: "relay-panic-to-frame",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-panic-to-frame",
+        bytes: None,
+        max_per_byte: None,
+        what: "clone + the panic line's last byte to the first frame ready (the panic line as netconsole)",
+    },
+    Bench {
+        name: "relay-panic-to-report",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-panic-to-report",
+        bytes: None,
+        max_per_byte: None,
+        what: "clone + the panic line's last byte to the signed report's frame (second frame)",
+    },
 ];
 
 /// Comparisons `cargo xtask bench` reports.
