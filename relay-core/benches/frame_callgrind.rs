@@ -7,10 +7,18 @@
 //!
 //! Cases (each sends one 1000-byte UDP payload as an Ethernet/IPv4 frame):
 //! - `frame-write`: [`FrameTemplate::write`] into a frame buffer.
+//! - `frame-write-parts`: [`FrameTemplate::write_parts`] with the payload in two
+//!   pieces split at an odd offset (a 61-byte header and its 939-byte body).
 //! - `smoltcp-udp`: `udp::Socket::send_slice` + `Interface::poll` over an
 //!   in-memory device that keeps the transmitted frame (ARP already resolved).
 // A host-only benchmark: failing loudly is its job; the no-panic lints are for the library.
-#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, MAX_FRAME_LEN};
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
@@ -18,8 +26,8 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    HardwareAddress, IpAddress, IpCidr, Ipv4Address,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Address,
 };
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -41,12 +49,15 @@ fn payload() -> [u8; PAYLOAD_LEN] {
     p
 }
 
-fn bench_frame(iterations: u64) -> Result<usize, String> {
+fn bench_frame(iterations: u64, split: Option<usize>) -> Result<usize, String> {
     let ep = Endpoints {
         src_mac: MacAddr(RELAY_MAC),
         dst_mac: MacAddr(COLLECTOR_MAC),
         vlan: None,
-        ip: IpEndpoints::V4 { src: RELAY_IP, dst: COLLECTOR_IP },
+        ip: IpEndpoints::V4 {
+            src: RELAY_IP,
+            dst: COLLECTOR_IP,
+        },
         src_port: PORT,
         dst_port: PORT,
     };
@@ -55,15 +66,34 @@ fn bench_frame(iterations: u64) -> Result<usize, String> {
     let mut buf = [0u8; MAX_FRAME_LEN];
     let mut len = 0;
     for _ in 0..iterations {
-        len = measured_frame(&mut tpl, black_box(&payload), &mut buf)?;
+        len = match split {
+            None => measured_frame(&mut tpl, black_box(&payload), &mut buf)?,
+            Some(at) => {
+                let (head, body) = payload.split_at(at);
+                measured_frame_parts(&mut tpl, black_box(&[head, body]), &mut buf)?
+            }
+        };
         black_box(&buf);
     }
     Ok(len)
 }
 
 #[inline(never)]
-fn measured_frame(tpl: &mut FrameTemplate, payload: &[u8], buf: &mut [u8]) -> Result<usize, String> {
+fn measured_frame(
+    tpl: &mut FrameTemplate,
+    payload: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, String> {
     tpl.write(payload, buf).map_err(|e| e.to_string())
+}
+
+#[inline(never)]
+fn measured_frame_parts(
+    tpl: &mut FrameTemplate,
+    parts: &[&[u8]],
+    buf: &mut [u8],
+) -> Result<usize, String> {
+    tpl.write_parts(parts, buf).map_err(|e| e.to_string())
 }
 
 /// An in-memory NIC: one optional received frame, and the last transmitted one.
@@ -133,12 +163,19 @@ fn arp_from_collector() -> Vec<u8> {
 }
 
 fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
-    let mut dev = MemDevice { rx: Some(arp_from_collector()), tx: [0; MAX_FRAME_LEN], tx_len: 0 };
+    let mut dev = MemDevice {
+        rx: Some(arp_from_collector()),
+        tx: [0; MAX_FRAME_LEN],
+        tx_len: 0,
+    };
     let now = Instant::from_millis(1_000);
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(RELAY_MAC)));
     let mut iface = Interface::new(config, &mut dev, now);
     iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(IpAddress::from(Ipv4Address::from(RELAY_IP)), 24));
+        let _ = addrs.push(IpCidr::new(
+            IpAddress::from(Ipv4Address::from(RELAY_IP)),
+            24,
+        ));
     });
 
     let mut rx_meta = [udp::PacketMetadata::EMPTY; 1];
@@ -152,7 +189,10 @@ fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
     let mut storage = [SocketStorage::EMPTY; 1];
     let mut sockets = SocketSet::new(&mut storage[..]);
     let handle = sockets.add(socket);
-    sockets.get_mut::<udp::Socket>(handle).bind(PORT).map_err(|e| e.to_string())?;
+    sockets
+        .get_mut::<udp::Socket>(handle)
+        .bind(PORT)
+        .map_err(|e| e.to_string())?;
 
     // Take in the ARP request (and send smoltcp's reply) so the neighbour is known.
     iface.poll(now, &mut dev, &mut sockets);
@@ -164,13 +204,23 @@ fn bench_smoltcp(iterations: u64) -> Result<usize, String> {
     let to = (IpAddress::from(Ipv4Address::from(COLLECTOR_IP)), PORT);
     dev.tx_len = 0;
     for _ in 0..iterations {
-        measured_smoltcp(&mut iface, &mut dev, &mut sockets, handle, black_box(&payload), to, now)?;
+        measured_smoltcp(
+            &mut iface,
+            &mut dev,
+            &mut sockets,
+            handle,
+            black_box(&payload),
+            to,
+            now,
+        )?;
         black_box(&dev.tx);
     }
     if iterations > 0 {
         // The last frame must be the datagram, to the collector, with the whole payload.
         let frame = EthernetFrame::new_checked(&dev.tx[..dev.tx_len]).map_err(|e| e.to_string())?;
-        if frame.dst_addr() != EthernetAddress(COLLECTOR_MAC) || frame.ethertype() != EthernetProtocol::Ipv4 {
+        if frame.dst_addr() != EthernetAddress(COLLECTOR_MAC)
+            || frame.ethertype() != EthernetProtocol::Ipv4
+        {
             return Err(format!("smoltcp sent something else: {frame}"));
         }
         if !dev.tx[..dev.tx_len].ends_with(&payload) {
@@ -190,7 +240,10 @@ fn measured_smoltcp(
     to: (IpAddress, u16),
     now: Instant,
 ) -> Result<(), String> {
-    sockets.get_mut::<udp::Socket>(handle).send_slice(payload, to).map_err(|e| e.to_string())?;
+    sockets
+        .get_mut::<udp::Socket>(handle)
+        .send_slice(payload, to)
+        .map_err(|e| e.to_string())?;
     iface.poll(now, dev, sockets);
     Ok(())
 }
@@ -209,15 +262,23 @@ fn main() -> ExitCode {
         _ => ("all", 1),
     };
     let result = match case {
-        "frame-write" => bench_frame(iterations),
+        "frame-write" => bench_frame(iterations, None),
+        "frame-write-parts" => bench_frame(iterations, Some(61)),
         "smoltcp-udp" => bench_smoltcp(iterations),
-        "all" => bench_frame(iterations).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b))),
-        other => Err(format!("unknown case {other:?} (frame-write, smoltcp-udp)")),
+        "all" => {
+            bench_frame(iterations, None).and_then(|a| bench_smoltcp(iterations).map(|b| a.max(b)))
+        }
+        other => Err(format!(
+            "unknown case {other:?} (frame-write, frame-write-parts, smoltcp-udp)"
+        )),
     };
     match result {
         Ok(len) => {
             if iterations > 0 && len != 14 + 20 + 8 + PAYLOAD_LEN {
-                eprintln!("frame_callgrind: {case}: frame of {len} bytes, expected {}", 42 + PAYLOAD_LEN);
+                eprintln!(
+                    "frame_callgrind: {case}: frame of {len} bytes, expected {}",
+                    42 + PAYLOAD_LEN
+                );
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS

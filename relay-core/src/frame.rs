@@ -165,16 +165,25 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             FrameError::PayloadTooLarge { len, max } => {
-                write!(f, "payload of {len} bytes exceeds the {max} bytes one frame can carry")
+                write!(
+                    f,
+                    "payload of {len} bytes exceeds the {max} bytes one frame can carry"
+                )
             }
             FrameError::BufferTooSmall { needed, available } => {
-                write!(f, "frame needs {needed} bytes but the buffer has {available}")
+                write!(
+                    f,
+                    "frame needs {needed} bytes but the buffer has {available}"
+                )
             }
             FrameError::InvalidMtu { mtu, min, max } => {
                 write!(f, "MTU {mtu} is outside {min}..={max}")
             }
             FrameError::InvalidVlan { pcp, vid } => {
-                write!(f, "VLAN tag pcp={pcp} vid={vid} is invalid (pcp 0..=7, vid 0..=4094)")
+                write!(
+                    f,
+                    "VLAN tag pcp={pcp} vid={vid} is invalid (pcp 0..=7, vid 0..=4094)"
+                )
             }
         }
     }
@@ -231,15 +240,25 @@ impl FrameTemplate {
         let ip_len = if v6 { IPV6_HEADER_LEN } else { IPV4_HEADER_LEN };
         let min_mtu = if v6 { MIN_MTU_V6 } else { MIN_MTU_V4 };
         if mtu < min_mtu || mtu > MAX_MTU {
-            return Err(FrameError::InvalidMtu { mtu, min: min_mtu, max: MAX_MTU });
+            return Err(FrameError::InvalidMtu {
+                mtu,
+                min: min_mtu,
+                max: MAX_MTU,
+            });
         }
         if let Some(tag) = ep.vlan {
             if tag.pcp > MAX_PCP || tag.vid > MAX_VID {
-                return Err(FrameError::InvalidVlan { pcp: tag.pcp, vid: tag.vid });
+                return Err(FrameError::InvalidVlan {
+                    pcp: tag.pcp,
+                    vid: tag.vid,
+                });
             }
         }
 
-        let mut w = HeaderWriter { buf: [0; MAX_HEADER_LEN], len: 0 };
+        let mut w = HeaderWriter {
+            buf: [0; MAX_HEADER_LEN],
+            len: 0,
+        };
         w.put(&ep.dst_mac.0);
         w.put(&ep.src_mac.0);
         if let Some(tag) = ep.vlan {
@@ -270,7 +289,9 @@ impl FrameTemplate {
                 w.put(&src);
                 w.put(&dst);
                 ip_sum = 0;
-                udp_sum = udp_sum.wrapping_add(sum_be(&src)).wrapping_add(sum_be(&dst));
+                udp_sum = udp_sum
+                    .wrapping_add(sum_be(&src))
+                    .wrapping_add(sum_be(&dst));
             }
         }
         w.put(&ep.src_port.to_be_bytes());
@@ -289,7 +310,9 @@ impl FrameTemplate {
                 (true, false) => Layout::V6,
                 (true, true) => Layout::V6Vlan,
             },
-            max_payload: usize::from(mtu).saturating_sub(ip_len).saturating_sub(UDP_HEADER_LEN),
+            max_payload: usize::from(mtu)
+                .saturating_sub(ip_len)
+                .saturating_sub(UDP_HEADER_LEN),
             ip_sum,
             udp_sum,
             next_id: 0,
@@ -344,12 +367,18 @@ impl FrameTemplate {
     pub fn write_parts(&mut self, parts: &[&[u8]], buf: &mut [u8]) -> Result<usize, FrameError> {
         let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
         if len > self.max_payload {
-            return Err(FrameError::PayloadTooLarge { len, max: self.max_payload });
+            return Err(FrameError::PayloadTooLarge {
+                len,
+                max: self.max_payload,
+            });
         }
         let hdr_len = self.layout.header_len();
         let needed = hdr_len.saturating_add(len);
         let available = buf.len();
-        let (head, body) = match buf.get_mut(..needed).and_then(|f| f.split_at_mut_checked(hdr_len)) {
+        let (head, body) = match buf
+            .get_mut(..needed)
+            .and_then(|f| f.split_at_mut_checked(hdr_len))
+        {
             Some(split) => split,
             None => return Err(FrameError::BufferTooSmall { needed, available }),
         };
@@ -366,7 +395,11 @@ impl FrameTemplate {
             let part_sum = copy_and_sum(part, dst);
             // A part starting at an odd offset has its 16-bit words shifted by a
             // byte; RFC 1071's byte-swap property realigns its sum.
-            sum = sum.wrapping_add(if odd { u64::from(fold(part_sum).swap_bytes()) } else { part_sum });
+            sum = sum.wrapping_add(if odd {
+                u64::from(fold(part_sum).swap_bytes())
+            } else {
+                part_sum
+            });
             odd ^= part.len() & 1 == 1;
             rest = tail;
         }
@@ -375,18 +408,32 @@ impl FrameTemplate {
         // len <= max_payload < MAX_MTU, so the UDP length fits in u16.
         let udp_len = len.wrapping_add(UDP_HEADER_LEN) as u16;
         match self.layout {
-            Layout::V4 => self.stamp::<{ Layout::V4.header_len() }, false>(head, udp_len, payload_sum),
-            Layout::V4Vlan => self.stamp::<{ Layout::V4Vlan.header_len() }, false>(head, udp_len, payload_sum),
-            Layout::V6 => self.stamp::<{ Layout::V6.header_len() }, true>(head, udp_len, payload_sum),
-            Layout::V6Vlan => self.stamp::<{ Layout::V6Vlan.header_len() }, true>(head, udp_len, payload_sum),
+            Layout::V4 => {
+                self.stamp::<{ Layout::V4.header_len() }, false>(head, udp_len, payload_sum)
+            }
+            Layout::V4Vlan => {
+                self.stamp::<{ Layout::V4Vlan.header_len() }, false>(head, udp_len, payload_sum)
+            }
+            Layout::V6 => {
+                self.stamp::<{ Layout::V6.header_len() }, true>(head, udp_len, payload_sum)
+            }
+            Layout::V6Vlan => {
+                self.stamp::<{ Layout::V6Vlan.header_len() }, true>(head, udp_len, payload_sum)
+            }
         }
         Ok(needed)
     }
 
     /// Copy the `HDR`-byte header into `head` and fill in lengths, ID and checksums.
     #[inline(always)]
-    fn stamp<const HDR: usize, const V6: bool>(&mut self, head: &mut [u8], udp_len: u16, payload_sum: u32) {
-        let (Some(h), Some(t)) = (head.first_chunk_mut::<HDR>(), self.hdr.first_chunk::<HDR>()) else {
+    fn stamp<const HDR: usize, const V6: bool>(
+        &mut self,
+        head: &mut [u8],
+        udp_len: u16,
+        payload_sum: u32,
+    ) {
+        let (Some(h), Some(t)) = (head.first_chunk_mut::<HDR>(), self.hdr.first_chunk::<HDR>())
+        else {
             return; // Unreachable: `head` is `hdr_len` long and `hdr` holds the layout.
         };
         *h = *t;
@@ -399,7 +446,11 @@ impl FrameTemplate {
             let total = udp_len.wrapping_add(IPV4_HEADER_LEN as u16);
             let id = self.next_id;
             self.next_id = id.wrapping_add(1);
-            let ip_csum = !fold32(self.ip_sum.wrapping_add(u32::from(total)).wrapping_add(u32::from(id)));
+            let ip_csum = !fold32(
+                self.ip_sum
+                    .wrapping_add(u32::from(total))
+                    .wrapping_add(u32::from(id)),
+            );
             put_be16(h, ip.wrapping_add(2), total);
             put_be16(h, ip.wrapping_add(4), id);
             put_be16(h, ip.wrapping_add(10), ip_csum);
@@ -412,7 +463,11 @@ impl FrameTemplate {
                 .wrapping_add(payload_sum),
         );
         put_be16(h, udp.wrapping_add(4), udp_len);
-        put_be16(h, udp.wrapping_add(6), if udp_csum == 0 { 0xffff } else { udp_csum });
+        put_be16(
+            h,
+            udp.wrapping_add(6),
+            if udp_csum == 0 { 0xffff } else { udp_csum },
+        );
     }
 }
 
@@ -446,7 +501,12 @@ fn put_be16(buf: &mut [u8], at: usize, v: u16) {
 fn sum_be(bytes: &[u8]) -> u32 {
     bytes
         .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w.first().copied().unwrap_or(0), w.get(1).copied().unwrap_or(0)])))
+        .map(|w| {
+            u32::from(u16::from_be_bytes([
+                w.first().copied().unwrap_or(0),
+                w.get(1).copied().unwrap_or(0),
+            ]))
+        })
         .fold(0u32, u32::wrapping_add)
 }
 
@@ -486,7 +546,12 @@ fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
     let mut s_blocks = src.chunks_exact(BLOCK);
     let mut d_blocks = dst.chunks_exact_mut(BLOCK);
     for (s, d) in (&mut s_blocks).zip(&mut d_blocks) {
-        for (((s8, d8), f), h) in s.chunks_exact(8).zip(d.chunks_exact_mut(8)).zip(&mut full).zip(&mut high) {
+        for (((s8, d8), f), h) in s
+            .chunks_exact(8)
+            .zip(d.chunks_exact_mut(8))
+            .zip(&mut full)
+            .zip(&mut high)
+        {
             // Chunks are exactly 8 bytes, so the fallback never runs.
             let w = u64::from_ne_bytes(s8.try_into().unwrap_or_default());
             *f = f.wrapping_add(w);
@@ -509,14 +574,18 @@ fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
     // At most 7 bytes left: one step each of 4, 2 and 1 byte(s).
     let mut last = [0u8; 4];
     if let Some((s4, s_rest)) = s.split_first_chunk::<4>() {
-        let Some((d4, d_rest)) = core::mem::take(&mut d).split_first_chunk_mut::<4>() else { return acc };
+        let Some((d4, d_rest)) = core::mem::take(&mut d).split_first_chunk_mut::<4>() else {
+            return acc;
+        };
         *d4 = *s4;
         acc = acc.wrapping_add(u64::from(u32::from_ne_bytes(*s4)));
         s = s_rest;
         d = d_rest;
     }
     if let Some((s2, s_rest)) = s.split_first_chunk::<2>() {
-        let Some((d2, d_rest)) = core::mem::take(&mut d).split_first_chunk_mut::<2>() else { return acc };
+        let Some((d2, d_rest)) = core::mem::take(&mut d).split_first_chunk_mut::<2>() else {
+            return acc;
+        };
         *d2 = *s2;
         acc = acc.wrapping_add(u64::from(u16::from_ne_bytes(*s2)));
         s = s_rest;
@@ -536,9 +605,13 @@ fn copy_and_sum(src: &[u8], dst: &mut [u8]) -> u64 {
 /// `d`, advance both, and return their sum as in [`copy_and_sum`].
 #[inline(always)]
 fn copy_sum_step<const N: usize>(s: &mut &[u8], d: &mut &mut [u8]) -> u64 {
-    let Some((sn, s_rest)) = s.split_first_chunk::<N>() else { return 0 };
+    let Some((sn, s_rest)) = s.split_first_chunk::<N>() else {
+        return 0;
+    };
     // `s` and `d` have the same length, so this `else` never runs.
-    let Some((dn, d_rest)) = core::mem::take(d).split_first_chunk_mut::<N>() else { return 0 };
+    let Some((dn, d_rest)) = core::mem::take(d).split_first_chunk_mut::<N>() else {
+        return 0;
+    };
     *dn = *sn;
     let (mut full, mut high) = (0u64, 0u64);
     for w8 in sn.chunks_exact(8) {

@@ -1,7 +1,13 @@
 //! The template must rebuild, byte for byte, every UDP frame a stock Linux 6.1
 //! kernel's netpoll sent while panicking (tests/fixtures/netconsole/*.pcap).
 // Tests fail by panicking; the crate's no-panic lints are for the library.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, MAX_FRAME_LEN};
 use std::path::PathBuf;
 
@@ -11,15 +17,25 @@ const GUEST_IP: [u8; 4] = [10, 99, 0, 2];
 const RECEIVER_IP: [u8; 4] = [10, 99, 0, 1];
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/netconsole").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/netconsole")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
 /// Frames of a classic little-endian microsecond pcap (what QEMU's filter-dump writes).
 fn pcap_frames(data: &[u8]) -> Vec<&[u8]> {
     assert!(data.len() >= 24, "pcap shorter than its global header");
-    assert_eq!(data[..4], 0xa1b2c3d4u32.to_le_bytes(), "not a little-endian usec pcap");
-    assert_eq!(u32::from_le_bytes(data[20..24].try_into().unwrap()), 1, "link type is not Ethernet");
+    assert_eq!(
+        data[..4],
+        0xa1b2c3d4u32.to_le_bytes(),
+        "not a little-endian usec pcap"
+    );
+    assert_eq!(
+        u32::from_le_bytes(data[20..24].try_into().unwrap()),
+        1,
+        "link type is not Ethernet"
+    );
     let mut frames = Vec::new();
     let mut rest = &data[24..];
     while !rest.is_empty() {
@@ -69,7 +85,10 @@ fn template(src_port: u16, dst_port: u16) -> FrameTemplate {
         src_mac: MacAddr(GUEST_MAC),
         dst_mac: MacAddr(RECEIVER_MAC),
         vlan: None,
-        ip: IpEndpoints::V4 { src: GUEST_IP, dst: RECEIVER_IP },
+        ip: IpEndpoints::V4 {
+            src: GUEST_IP,
+            dst: RECEIVER_IP,
+        },
         src_port,
         dst_port,
     };
@@ -81,9 +100,14 @@ fn rebuild(run: &str, expected_udp: usize, ports: &[u16]) -> usize {
     let data: &'static [u8] = Box::leak(fixture(&format!("{run}.pcap")).into_boxed_slice());
     let frames = pcap_frames(data);
     let udp = udp_frames(&frames);
-    assert_eq!(udp.len(), expected_udp, "{run}: UDP frames in the capture (manifest.json)");
+    assert_eq!(
+        udp.len(),
+        expected_udp,
+        "{run}: UDP frames in the capture (manifest.json)"
+    );
 
-    let mut templates: Vec<(u16, FrameTemplate)> = ports.iter().map(|&p| (p, template(p, p))).collect();
+    let mut templates: Vec<(u16, FrameTemplate)> =
+        ports.iter().map(|&p| (p, template(p, p))).collect();
     let mut reseeds = 0;
     let mut prev_id: Option<u16> = None;
     let mut buf = [0u8; MAX_FRAME_LEN];
@@ -92,10 +116,17 @@ fn rebuild(run: &str, expected_udp: usize, ports: &[u16]) -> usize {
         assert_eq!(c.frame[6..12], GUEST_MAC, "{run} #{i}: source MAC");
         assert_eq!(c.frame[26..30], GUEST_IP, "{run} #{i}: source IP");
         assert_eq!(c.frame[30..34], RECEIVER_IP, "{run} #{i}: destination IP");
-        assert_eq!(c.src_port, c.dst_port, "{run} #{i}: netconsole uses one port for both ends");
+        assert_eq!(
+            c.src_port, c.dst_port,
+            "{run} #{i}: netconsole uses one port for both ends"
+        );
         // netpoll's IP ID counter is shared by all targets: consecutive across the run.
         if let Some(p) = prev_id {
-            assert_eq!(c.ip_id, p.wrapping_add(1), "{run} #{i}: kernel IP IDs are consecutive");
+            assert_eq!(
+                c.ip_id,
+                p.wrapping_add(1),
+                "{run} #{i}: kernel IP IDs are consecutive"
+            );
         }
         prev_id = Some(c.ip_id);
 
@@ -107,12 +138,24 @@ fn rebuild(run: &str, expected_udp: usize, ports: &[u16]) -> usize {
             tpl.set_next_ip_id(c.ip_id);
             reseeds += 1;
         }
-        let n = tpl.write(c.payload, &mut buf).unwrap_or_else(|e| panic!("{run} #{i}: {e}"));
+        let n = tpl
+            .write(c.payload, &mut buf)
+            .unwrap_or_else(|e| panic!("{run} #{i}: {e}"));
         assert_eq!(n, c.len, "{run} #{i}: frame length");
-        assert_eq!(&buf[..n], &c.frame[..c.len], "{run} #{i}: frame bytes differ");
+        assert_eq!(
+            &buf[..n],
+            &c.frame[..c.len],
+            "{run} #{i}: frame bytes differ"
+        );
         // Frames below Ethernet's 60-byte minimum were zero-padded by the NIC, not netpoll.
-        assert!(c.frame[c.len..].iter().all(|&b| b == 0), "{run} #{i}: padding is not zeros");
-        assert!(c.frame.len() == c.len || c.frame.len() == 60, "{run} #{i}: unexpected trailer");
+        assert!(
+            c.frame[c.len..].iter().all(|&b| b == 0),
+            "{run} #{i}: padding is not zeros"
+        );
+        assert!(
+            c.frame.len() == c.len || c.frame.len() == 60,
+            "{run} #{i}: unexpected trailer"
+        );
     }
     reseeds
 }

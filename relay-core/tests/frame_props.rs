@@ -1,7 +1,13 @@
 //! Every frame the template builds must parse and checksum-verify with an
 //! independent parser (etherparse), for any payload size, VLAN tag and addresses.
 // Tests fail by panicking; the crate's no-panic lints are for the library.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 use etherparse::{NetSlice, SlicedPacket, TransportSlice, VlanSlice};
 use proptest::prelude::*;
 use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag, MAX_FRAME_LEN};
@@ -11,22 +17,30 @@ fn endpoints() -> impl Strategy<Value = Endpoints> {
         (any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(src, dst)| IpEndpoints::V4 { src, dst }),
         (any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(src, dst)| IpEndpoints::V6 { src, dst }),
     ];
-    let vlan = proptest::option::of((0u8..=7, 0u16..=4094).prop_map(|(pcp, vid)| VlanTag { pcp, vid }));
-    (any::<[u8; 6]>(), any::<[u8; 6]>(), vlan, ip, any::<u16>(), any::<u16>()).prop_map(
-        |(s, d, vlan, ip, src_port, dst_port)| Endpoints {
+    let vlan =
+        proptest::option::of((0u8..=7, 0u16..=4094).prop_map(|(pcp, vid)| VlanTag { pcp, vid }));
+    (
+        any::<[u8; 6]>(),
+        any::<[u8; 6]>(),
+        vlan,
+        ip,
+        any::<u16>(),
+        any::<u16>(),
+    )
+        .prop_map(|(s, d, vlan, ip, src_port, dst_port)| Endpoints {
             src_mac: MacAddr(s),
             dst_mac: MacAddr(d),
             vlan,
             ip,
             src_port,
             dst_port,
-        },
-    )
+        })
 }
 
 /// Parse `frame` with etherparse and check every field and both checksums.
 fn verify(frame: &[u8], ep: &Endpoints, payload: &[u8], ip_id: u16) -> Result<(), TestCaseError> {
-    let p = SlicedPacket::from_ethernet(frame).map_err(|e| TestCaseError::fail(format!("parse: {e}")))?;
+    let p = SlicedPacket::from_ethernet(frame)
+        .map_err(|e| TestCaseError::fail(format!("parse: {e}")))?;
     let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
         return Err(TestCaseError::fail("no Ethernet II header"));
     };
@@ -39,7 +53,11 @@ fn verify(frame: &[u8], ep: &Endpoints, payload: &[u8], ip_id: u16) -> Result<()
             prop_assert_eq!(v.vlan_identifier().value(), tag.vid);
             prop_assert!(!v.drop_eligible_indicator());
         }
-        (got, want) => return Err(TestCaseError::fail(format!("VLAN {got:?} but configured {want:?}"))),
+        (got, want) => {
+            return Err(TestCaseError::fail(format!(
+                "VLAN {got:?} but configured {want:?}"
+            )))
+        }
     }
     let Some(TransportSlice::Udp(udp)) = &p.transport else {
         return Err(TestCaseError::fail("no UDP"));
@@ -55,8 +73,15 @@ fn verify(frame: &[u8], ep: &Endpoints, payload: &[u8], ip_id: u16) -> Result<()
             prop_assert_eq!(h.source(), src);
             prop_assert_eq!(h.destination(), dst);
             prop_assert_eq!(h.identification(), ip_id);
-            prop_assert_eq!(usize::from(h.total_len()), frame.len() - frame_l3_offset(ep));
-            prop_assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum(), "IPv4 checksum");
+            prop_assert_eq!(
+                usize::from(h.total_len()),
+                frame.len() - frame_l3_offset(ep)
+            );
+            prop_assert_eq!(
+                h.header_checksum(),
+                h.to_header().calc_header_checksum(),
+                "IPv4 checksum"
+            );
             udp.to_header().calc_checksum_ipv4_raw(src, dst, payload)
         }
         (Some(NetSlice::Ipv6(ip)), IpEndpoints::V6 { src, dst }) => {
@@ -100,7 +125,10 @@ fn ones_sum_verifies(ep: &Endpoints, udp: &[u8]) -> bool {
     if bytes.len() % 2 == 1 {
         bytes.push(0);
     }
-    let mut s: u32 = bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let mut s: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -171,7 +199,10 @@ fn zero_checksum_is_sent_as_ffff() {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         vlan: None,
-        ip: IpEndpoints::V4 { src: [10, 0, 0, 1], dst: [10, 0, 0, 2] },
+        ip: IpEndpoints::V4 {
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2],
+        },
         src_port: 1,
         dst_port: 2,
     };
@@ -185,8 +216,15 @@ fn zero_checksum_is_sent_as_ffff() {
     let n = tpl.write(&w, &mut buf).expect("fits");
     assert_eq!(u16::from_be_bytes([buf[n - 4], buf[n - 3]]), 0xffff);
     let p = SlicedPacket::from_ethernet(&buf[..n]).expect("parses");
-    let Some(TransportSlice::Udp(udp)) = p.transport else { panic!("no UDP") };
-    assert_eq!(udp.to_header().calc_checksum_ipv4_raw([10, 0, 0, 1], [10, 0, 0, 2], &w).expect("ok"), 0xffff);
+    let Some(TransportSlice::Udp(udp)) = p.transport else {
+        panic!("no UDP")
+    };
+    assert_eq!(
+        udp.to_header()
+            .calc_checksum_ipv4_raw([10, 0, 0, 1], [10, 0, 0, 2], &w)
+            .expect("ok"),
+        0xffff
+    );
 }
 
 /// Every payload length the MTU allows, for both IP versions, with all-ones
@@ -197,17 +235,25 @@ fn every_payload_length_verifies() {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         vlan: None,
-        ip: IpEndpoints::V4 { src: [255; 4], dst: [255; 4] },
+        ip: IpEndpoints::V4 {
+            src: [255; 4],
+            dst: [255; 4],
+        },
         src_port: 0xffff,
         dst_port: 0xffff,
     };
     let v6 = Endpoints {
         vlan: Some(VlanTag { pcp: 7, vid: 4094 }),
-        ip: IpEndpoints::V6 { src: [0xff; 16], dst: [0xfe; 16] },
+        ip: IpEndpoints::V6 {
+            src: [0xff; 16],
+            dst: [0xfe; 16],
+        },
         ..v4
     };
     let ones = [0xffu8; 1500];
-    let ramp: Vec<u8> = (0..1500u32).map(|i| (i.wrapping_mul(151) >> 3) as u8).collect();
+    let ramp: Vec<u8> = (0..1500u32)
+        .map(|i| (i.wrapping_mul(151) >> 3) as u8)
+        .collect();
     let mut buf = [0u8; MAX_FRAME_LEN];
     for ep in [v4, v6] {
         let mut tpl = FrameTemplate::new(&ep, 1500).expect("valid");

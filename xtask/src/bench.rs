@@ -49,6 +49,10 @@ pub struct Ratio {
     pub at_most: f64,
 }
 
+/// Size of tests/fixtures/netconsole/ext-panic.serial.log (pinned by SHA256SUMS),
+/// the input of the `scan-*` benchmarks.
+const SERIAL_LOG_BYTES: u64 = 31_083;
+
 /// Every benchmark `cargo xtask bench` knows about.
 pub const BENCHES: &[Bench] = &[
     Bench {
@@ -61,6 +65,15 @@ pub const BENCHES: &[Bench] = &[
         what: "FrameTemplate::write: one 1000-byte UDP/IPv4 datagram into an Ethernet frame",
     },
     Bench {
+        name: "frame-write-parts",
+        package: "relay-core",
+        target: "frame_callgrind",
+        case: "frame-write-parts",
+        bytes: Some(1000),
+        max_per_byte: Some(1.5),
+        what: "FrameTemplate::write_parts: the same payload as a 61-byte head + 939-byte body",
+    },
+    Bench {
         name: "smoltcp-udp",
         package: "relay-core",
         target: "frame_callgrind",
@@ -68,6 +81,33 @@ pub const BENCHES: &[Bench] = &[
         bytes: Some(1000),
         max_per_byte: None,
         what: "smoltcp 0.12 udp::Socket::send_slice + Interface::poll, same datagram, in-memory device",
+    },
+    Bench {
+        name: "scan-bytes",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-bytes",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, push_byte per byte",
+    },
+    Bench {
+        name: "scan-64",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-64",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, 64-byte chunks",
+    },
+    Bench {
+        name: "scan-4096",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-4096",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, 4 KiB chunks",
     },
     Bench {
         name: "relay-clone",
@@ -99,7 +139,11 @@ pub const BENCHES: &[Bench] = &[
 ];
 
 /// Comparisons `cargo xtask bench` reports.
-pub const RATIOS: &[Ratio] = &[Ratio { numerator: "frame-write", denominator: "smoltcp-udp", at_most: 1.0 / 3.0 }];
+pub const RATIOS: &[Ratio] = &[Ratio {
+    numerator: "frame-write",
+    denominator: "smoltcp-udp",
+    at_most: 1.0 / 3.0,
+}];
 
 /// Options of `bench`.
 #[derive(clap::Args)]
@@ -137,7 +181,8 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut binaries: BTreeMap<(&str, &str), PathBuf> = BTreeMap::new();
     for b in &selected {
-        if let std::collections::btree_map::Entry::Vacant(e) = binaries.entry((b.package, b.target)) {
+        if let std::collections::btree_map::Entry::Vacant(e) = binaries.entry((b.package, b.target))
+        {
             e.insert(build(b.package, b.target)?);
         }
     }
@@ -150,10 +195,17 @@ pub fn run(a: Args) -> Result<()> {
         let base = callgrind(exe, b, 0, &out_dir)?;
         let total = callgrind(exe, b, a.iterations, &out_dir)?;
         if total < base {
-            bail!("{}: {} iterations counted fewer instructions than none", b.name, a.iterations);
+            bail!(
+                "{}: {} iterations counted fewer instructions than none",
+                b.name,
+                a.iterations
+            );
         }
         let per_iter = (total - base) as f64 / a.iterations as f64;
-        eprintln!("xtask bench: {}: {:.0} instructions per iteration", b.name, per_iter);
+        eprintln!(
+            "xtask bench: {}: {:.0} instructions per iteration",
+            b.name, per_iter
+        );
         results.push(Measured { bench: b, per_iter });
     }
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -166,13 +218,19 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn names() -> String {
-    BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+    BENCHES
+        .iter()
+        .map(|b| b.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_valgrind() -> Result<()> {
     match Command::new("valgrind").arg("--version").output() {
         Ok(o) if o.status.success() => Ok(()),
-        _ => bail!("valgrind is not installed: `apt-get install valgrind` (or `cargo xtask setup`)"),
+        _ => {
+            bail!("valgrind is not installed: `apt-get install valgrind` (or `cargo xtask setup`)")
+        }
     }
 }
 
@@ -180,8 +238,15 @@ fn check_valgrind() -> Result<()> {
 fn build(package: &str, target: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root())
-        .args(["bench", "--no-run", "--message-format=json-render-diagnostics", "-p", package, "--bench", target]);
+    cmd.current_dir(root()).args([
+        "bench",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        package,
+        "--bench",
+        target,
+    ]);
     eprintln!("xtask: $ {cmd:?}");
     let out = cmd.output().context("could not start cargo")?;
     if !out.status.success() {
@@ -190,7 +255,10 @@ fn build(package: &str, target: &str) -> Result<PathBuf> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(&format!(r#""name":"{target}""#)))
+        .filter(|l| {
+            l.contains(r#""reason":"compiler-artifact""#)
+                && l.contains(&format!(r#""name":"{target}""#))
+        })
         .find_map(json_executable)
         .map(PathBuf::from)
         .with_context(|| format!("cargo did not report an executable for bench {package}/{target}"))
@@ -232,9 +300,13 @@ fn callgrind(exe: &Path, b: &Bench, iterations: u64, out_dir: &Path) -> Result<u
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = std::fs::read_to_string(&out_file).with_context(|| format!("read {}", out_file.display()))?;
+    let text = std::fs::read_to_string(&out_file)
+        .with_context(|| format!("read {}", out_file.display()))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no instruction total in {}", out_file.display()))
@@ -244,10 +316,15 @@ fn callgrind(exe: &Path, b: &Bench, iterations: u64, out_dir: &Path) -> Result<u
 fn report(results: &[Measured], markdown: bool) -> Vec<String> {
     let mut missed = Vec::new();
     if markdown {
-        println!("| benchmark | what one iteration does | instructions | per payload byte | goal |");
+        println!(
+            "| benchmark | what one iteration does | instructions | per payload byte | goal |"
+        );
         println!("|---|---|---:|---:|---|");
     } else {
-        println!("{:<14} {:>12} {:>9}  {:<20} what", "benchmark", "instructions", "per byte", "goal");
+        println!(
+            "{:<18} {:>12} {:>9}  {:<20} what",
+            "benchmark", "instructions", "per byte", "goal"
+        );
     }
     for m in results {
         let per_byte = m.bench.bytes.map(|n| m.per_iter / n as f64);
@@ -255,7 +332,10 @@ fn report(results: &[Measured], markdown: bool) -> Vec<String> {
             (Some(pb), Some(max)) => {
                 let ok = pb <= max;
                 if !ok {
-                    missed.push(format!("{}: {pb:.2} instructions/byte > {max}", m.bench.name));
+                    missed.push(format!(
+                        "{}: {pb:.2} instructions/byte > {max}",
+                        m.bench.name
+                    ));
                 }
                 format!("≤ {max}/byte: {}", if ok { "met" } else { "MISSED" })
             }
@@ -263,9 +343,15 @@ fn report(results: &[Measured], markdown: bool) -> Vec<String> {
         };
         let pb = per_byte.map(|v| format!("{v:.2}")).unwrap_or_default();
         if markdown {
-            println!("| `{}` | {} | {:.0} | {} | {} |", m.bench.name, m.bench.what, m.per_iter, pb, goal);
+            println!(
+                "| `{}` | {} | {:.0} | {} | {} |",
+                m.bench.name, m.bench.what, m.per_iter, pb, goal
+            );
         } else {
-            println!("{:<14} {:>12.0} {:>9}  {:<20} {}", m.bench.name, m.per_iter, pb, goal, m.bench.what);
+            println!(
+                "{:<18} {:>12.0} {:>9}  {:<20} {}",
+                m.bench.name, m.per_iter, pb, goal, m.bench.what
+            );
         }
     }
     let by_name: BTreeMap<&str, f64> = results.iter().map(|m| (m.bench.name, m.per_iter)).collect();
@@ -276,7 +362,10 @@ fn report(results: &[Measured], markdown: bool) -> Vec<String> {
         let ratio = n / d;
         let ok = ratio <= r.at_most;
         if !ok {
-            missed.push(format!("{} / {} = {ratio:.3} > {:.3}", r.numerator, r.denominator, r.at_most));
+            missed.push(format!(
+                "{} / {} = {ratio:.3} > {:.3}",
+                r.numerator, r.denominator, r.at_most
+            ));
         }
         let line = format!(
             "ratio {} / {} = {ratio:.3} (goal ≤ {:.3}: {})",

@@ -21,6 +21,7 @@ pub fn all() {
     report_api(input);
     relay(input, now);
     frame_api();
+    scanner_detect_api();
 }
 
 fn scanner_and_detector(input: &[u8], now: Instant) {
@@ -191,4 +192,37 @@ fn frame_api() {
         black_box((tpl.header_len(), tpl.max_payload(), tpl.next_ip_id(), tpl.endpoints()));
         black_box(&tpl);
     }
+}
+
+fn scanner_detect_api() {
+    use relay_core::detect::{self, Detector, DetectorConfig, HostSignal};
+    use relay_core::scanner::{ConsoleScanner, ContextRing, Line};
+    use relay_core::{Duration, Instant};
+    let mut sc = ConsoleScanner::<128>::new();
+    let mut ring = ContextRing::<1024>::new();
+    let cfg = DetectorConfig { silence: black_box(Duration::from_secs(2)), ..DetectorConfig::default() };
+    let mut det = Detector::new(cfg);
+    let input: &[u8] = black_box(b"[    1.000000] Kernel panic - not syncing: x\r\n");
+    let now = Instant(black_box(5));
+    sc.push(input, |line| {
+        black_box(det.on_line(&line, now));
+        ring.push(&line);
+    });
+    if let Some(line) = sc.push_byte(black_box(b'\n')) {
+        black_box(det.on_line(&line, now));
+        ring.push(&line);
+    }
+    sc.flush(|line| ring.push(&line));
+    black_box((sc.pending(), sc.lines(), sc.truncations()));
+    for l in &ring {
+        black_box((l.as_str(), l.utf8_prefix()));
+    }
+    black_box((ring.len(), ring.pushed()));
+    ring.clear();
+    black_box(det.on_signal(black_box(HostSignal::PowerLost), now));
+    black_box(det.poll(now));
+    black_box((det.poll_timeout(), det.phase(), det.refused(), det.held_off()));
+    let text: &[u8] = black_box(b"<0>[ 1.000000] Oops: 0002 [#1]");
+    black_box((detect::classify(text), detect::inspect(text), Line::parse(text)));
+    black_box(&det);
 }
