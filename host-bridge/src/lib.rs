@@ -10,3 +10,4 @@
 
 pub mod act;
 pub mod incident;
+pub mod kube;
