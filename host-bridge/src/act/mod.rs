@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::incident::{Incident, IncidentId, NodeHint, Severity};
 
 mod record;
+pub mod runner;
 
 
 pub use record::RecordOnly;
