@@ -73,3 +73,69 @@ fn openbmc_power_and_watchdog_signals_become_host_signals() -> TestResult {
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "noise produced a signal");
     Ok(())
 }
+
+mod common;
+
+/// The whole binary: `[signals] dbus = true`, phosphor-watchdog's Timeout on
+/// the bus, and a verified WatchdogExpired report arrives in the collector's
+/// namespace, byte-identical to relay-core's.
+#[test]
+fn watchdog_timeout_on_dbus_sends_a_signed_report() -> TestResult {
+    use common::*;
+    if !can_use_netns("watchdog_timeout_on_dbus_sends_a_signed_report") {
+        return Ok(());
+    }
+    let ns = Netns::new();
+    let (_master, _slave, pts) = openpty()?;
+    let files = relay_files("dbus", &ns, &format!("tty = \"{pts}\""), "packet");
+    let mut cfg = std::fs::read_to_string(&files.config)?;
+    cfg.push_str("\n[signals]\ndbus = true\n");
+    std::fs::write(&files.config, cfg)?;
+    // A path socket, so the relay reaches it from its own network namespace.
+    let addr = format!("unix:path={}", files.dir.join("bus").display());
+    let mut child = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--print-address=1", &format!("--address={addr}")])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let bus = Bus(child, line.trim().to_string());
+
+    let cap = Netns::in_ns(&ns.collector_ns, {
+        let ifname = ns.collector_if.clone();
+        move || capture_socket(&ifname)
+    })
+    .join()
+    .map_err(|_| "capture thread")?;
+    let relay = start_relay_env(&ns.relay_ns, &files, &[("LASTGASP_DBUS_ADDRESS", &bus.1)]);
+    relay.wait_for("watching OpenBMC D-Bus", Duration::from_secs(10));
+    busctl(&bus.1, &["emit", "/xyz/openbmc_project/watchdog/host0", "xyz.openbmc_project.State.Watchdog", "Timeout", "s", "xyz.openbmc_project.State.Watchdog.Action.HardReset"])?;
+
+    let mut frames = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        match recv_frame(&cap, Duration::from_secs(3)) {
+            Some(f) if is_relay_frame(&f) => frames.push(f),
+            Some(_) => {}
+            None if !frames.is_empty() => break,
+            None => {}
+        }
+    }
+    relay.stop();
+    let mut reports = 0;
+    for f in &frames {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let payload = &f[14 + ihl + 8..];
+        if relay_core::report::is_report(payload) {
+            let r = relay_core::report::verify(payload, &KEY).map_err(|e| format!("{e:?}"))?;
+            assert_eq!(r.kind, relay_core::detect::Kind::WatchdogExpired);
+            assert_eq!(r.trigger_line, "board: host watchdog expired");
+            reports += 1;
+        }
+    }
+    assert!(reports > 0, "no WatchdogExpired report arrived");
+    assert_eq!(frames, reference_frames(&ns, &files.journal, 1), "frames differ from relay-core's");
+    eprintln!("{reports} WatchdogExpired report copies from a D-Bus Timeout");
+    let _ = std::fs::remove_dir_all(&files.dir);
+    Ok(())
+}
