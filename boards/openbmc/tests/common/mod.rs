@@ -211,9 +211,15 @@ pub fn start_relay(netns: &str, files: &RelayFiles) -> RelayProcess {
 }
 
 pub fn start_relay_env(netns: &str, files: &RelayFiles, env: &[(&str, &str)]) -> RelayProcess {
+    // LASTGASP_OPENBMC_BIN (+ LASTGASP_OPENBMC_RUNNER, e.g. "qemu-arm -L
+    // /usr/arm-linux-gnueabihf") runs the same tests against the armv7 build.
+    let bin = std::env::var("LASTGASP_OPENBMC_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lastgasp-bmc-relay").to_string());
+    let runner = std::env::var("LASTGASP_OPENBMC_RUNNER").unwrap_or_default();
     let mut child = Command::new("ip")
         .envs(env.iter().copied())
-        .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_lastgasp-bmc-relay")])
+        .args(["netns", "exec", netns])
+        .args(runner.split_whitespace())
+        .arg(bin)
         .arg("--config")
         .arg(&files.config)
         .args(["--log-level", "debug", "run", "--record"])
