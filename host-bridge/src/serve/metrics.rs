@@ -129,6 +129,7 @@ pub struct Metrics {
     pub processed: Counter,
     drops: [Counter; 4],
     refusals: [Counter; 7],
+    refusal_family: Family<ReasonLabel, Counter>,
     formats: [Counter; 3],
     /// Console lines decoded.
     pub lines: Counter,
@@ -209,6 +210,7 @@ impl Metrics {
             processed,
             drops,
             refusals,
+            refusal_family: ref_f,
             formats,
             lines,
             seq_holes,
@@ -241,6 +243,11 @@ impl Metrics {
         if let Some(c) = self.refusals.iter().zip(Refusal::ALL).find(|(_, r)| *r == why).map(|(c, _)| c) {
             c.inc();
         }
+    }
+
+    /// Count a refusal by name (relay-core's report refusals: `bad_tag`, `replay`, ...).
+    pub fn refuse_named(&self, name: &str) {
+        self.refusal_family.get_or_create(&ReasonLabel { reason: name.into() }).inc();
     }
 
     /// Count a decoded datagram.

@@ -126,6 +126,16 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
         },
     );
     manager.seed(&entries);
+    // Replay protection survives restarts: the newest accepted report per relay is journaled.
+    let mut freshness: std::collections::HashMap<String, relay_core::report::RelayFreshness> = std::collections::HashMap::new();
+    for e in &entries {
+        if let crate::incident::Origin::Report { relay_id, boot_counter, sequence } = &e.incident.origin {
+            let newest = freshness.get(relay_id).and_then(|f| f.last()).is_none_or(|last| (*boot_counter, *sequence) > last);
+            if newest {
+                freshness.insert(relay_id.clone(), relay_core::report::RelayFreshness::new(Some((*boot_counter, *sequence))));
+            }
+        }
+    }
     drop(entries);
 
     let ctx = Arc::new(DecodeCtx {
@@ -139,6 +149,7 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
         reassembly_timeout: cfg.decode.reassembly_timeout,
         max_line: cfg.decode.max_line,
         max_sources: cfg.ingest.max_sources.div_ceil(workers),
+        freshness: std::sync::Mutex::new(freshness),
     });
     let per_batch = cfg.ingest.batch.max(1);
     let mut queues = Vec::new();
