@@ -78,9 +78,9 @@ impl AppState {
     }
 }
 
-/// Build the actuator the config asks for. The Kubernetes actuator is provided by
-/// `crate::kube` when that module is present.
-pub fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>> {
+/// Build the actuator the config asks for. Async so that the Kubernetes actuator
+/// (`crate::kube`, wired in by its own change) can build its client here.
+pub async fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>> {
     match cfg.act.actuator {
         ActuatorKind::RecordOnly => {
             if let Some(dir) = v.record_log.parent() {
@@ -109,7 +109,7 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
     metrics.pending_steps.set(i64::try_from(pending).unwrap_or(0));
     tracing::info!(path = %v.journal.display(), incidents = entries.len(), pending_steps = pending, "journal open");
 
-    let actuator = actuator(&cfg, &v)?;
+    let actuator = actuator(&cfg, &v).await?;
     let (runner, runner_handle) = Runner::new(
         Arc::clone(&journal),
         actuator,
