@@ -1,8 +1,9 @@
 //! Shared helpers for lastgasp's end-to-end tests (network namespaces, QEMU,
 //! an in-process Kubernetes API server).
-/// A real Linux host (Debian's kernel, busybox initramfs) in qemu-system-x86_64.
-pub mod linux_host;
+pub mod apiserver;
 /// Private network namespaces with taps, for QEMU guests and test sockets.
 pub mod netns;
 /// The relay firmware image in QEMU (mps2-an386), driven by a test.
 pub mod qemu;
+/// A real Linux host (Debian's kernel, busybox initramfs) in qemu-system-x86_64.
+pub mod linux_host;
