@@ -25,8 +25,8 @@ use uart::{RxState, UartRx};
 
 type Nic = SharedNic<Lan9118>;
 
-static CONSOLE: RxState<1024> = RxState::new(0x4000_4000);
-static SIGNALS: RxState<16> = RxState::new(0x4000_6000);
+static CONSOLE: RxState<1024> = RxState::new(0x4000_4000, lan9118::free_run);
+static SIGNALS: RxState<16> = RxState::new(0x4000_6000, lan9118::free_run);
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
 
 #[derive(Clone, Copy)]
@@ -84,6 +84,7 @@ async fn main(spawner: Spawner) {
     let boot = tasks::boot_counter(&mut store);
 
     let driver = Lan9118::new(cfg.mac).unwrap();
+    relay_fw::measure::set_counter(lan9118::free_run, lan9118::FREE_RUN_NS);
     static NIC: StaticCell<Nic> = StaticCell::new();
     let nic: &'static Nic = NIC.init(SharedNic::new(driver));
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
