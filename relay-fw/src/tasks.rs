@@ -132,13 +132,23 @@ pub async fn console(mut input: impl ConsoleInput, relay: &RelayCell) -> ! {
 pub async fn host_signals(mut signals: impl HostSignals, relay: &RelayCell) -> ! {
     loop {
         let sig = signals.next().await;
-        defmt::info!("host signal: {}", defmt::Debug2Format(&sig));
+        defmt::info!("host signal: {=str}", signal_name(sig));
         let t = now();
         relay.with(|s| match &mut s.engine {
             Some(e) => e.handle_signal(sig, t),
             None => defmt::warn!("host signal before the relay has an address: dropped"),
         });
         relay.kick.signal(());
+    }
+}
+
+fn signal_name(sig: relay_core::detect::HostSignal) -> &'static str {
+    use relay_core::detect::HostSignal as S;
+    match sig {
+        S::PowerLost => "power lost",
+        S::PowerRestored => "power restored",
+        S::Caterr => "CATERR",
+        S::WatchdogExpired => "watchdog expired",
     }
 }
 
