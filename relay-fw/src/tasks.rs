@@ -20,7 +20,7 @@ use embassy_time::{Duration, Instant, Timer};
 use crate::arp;
 use crate::board::{ConsoleInput, HostSignals, PersistentStore};
 use crate::config::{FwConfig, Ipv4Setup, BLOB_MAX, MAX_COLLECTORS};
-use crate::engine::Engine;
+use crate::engine::{self, Engine};
 use crate::shared_nic::{SharedNic, FRAME_MAX};
 
 /// relay-core's clock from embassy's.
@@ -65,6 +65,7 @@ pub fn boot_counter(store: &mut impl PersistentStore) -> u32 {
 struct State {
     cfg: FwConfig,
     boot: u32,
+    mac: [u8; 6],
     engine: Option<Engine>,
     console_bytes: u64,
     dropped_before_ready: u64,
@@ -80,13 +81,13 @@ pub struct RelayCell {
 impl RelayCell {
     /// The relay for `cfg`. With a static address it starts at once; with
     /// DHCP it starts when the [`arp`] task sees the lease.
-    pub fn new(cfg: FwConfig, boot: u32) -> Self {
+    pub fn new(cfg: FwConfig, boot: u32, mac: [u8; 6]) -> Self {
         let engine = match cfg.ipv4 {
-            Ipv4Setup::Static { addr, .. } => Engine::new(&cfg, boot, addr),
+            Ipv4Setup::Static { addr, .. } => engine::build(&cfg, boot, mac, addr),
             Ipv4Setup::Dhcp => None,
         };
         Self {
-            state: Mutex::new(RefCell::new(State { cfg, boot, engine, console_bytes: 0, dropped_before_ready: 0 })),
+            state: Mutex::new(RefCell::new(State { cfg, boot, mac, engine, console_bytes: 0, dropped_before_ready: 0 })),
             kick: Signal::new(),
         }
     }
@@ -165,7 +166,7 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
     defmt::info!("net: address {}/{}", own, prefix_len);
     let (hops, refresh) = relay.with(|s| {
         if s.engine.is_none() {
-            s.engine = Engine::new(&s.cfg, s.boot, own);
+            s.engine = engine::build(&s.cfg, s.boot, s.mac, own);
         }
         let mut hops = [None; MAX_COLLECTORS];
         for (h, c) in hops.iter_mut().zip(s.cfg.collectors.iter()) {
@@ -199,7 +200,7 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
                 defmt::info!("arp: collector {} via {} is at {=[u8]:02x}", i, hop, m);
                 relay.with(|s| {
                     if let Some(e) = &mut s.engine {
-                        e.set_collector_mac(i, m);
+                        e.set_collector_mac(i, relay_core::frame::MacAddr(m));
                     }
                 });
                 applied[i] = Some(m);

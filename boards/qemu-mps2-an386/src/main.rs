@@ -92,7 +92,7 @@ async fn main(spawner: Spawner) {
         embassy_net::new(nic.net_port(), relay_fw::net::stack_config(&cfg), RESOURCES.init(StackResources::new()), seed);
 
     static RELAY: StaticCell<RelayCell> = StaticCell::new();
-    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot));
+    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot, nic.mac()));
 
     spawner.spawn(net(runner).unwrap());
     spawner.spawn(relay(nic, relay_cell).unwrap());

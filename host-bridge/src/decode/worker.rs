@@ -87,6 +87,8 @@ struct SourceState {
     node: Arc<NodeRef>,
     ext_seen: bool,
     last_seq: Option<u64>,
+    // Bit i: record `last_seq - i` was seen (duplicate suppression, as IPsec's replay window).
+    seen: u64,
     frags: Option<Box<Reasm>>,
     partial: String,
     ring: VecDeque<String>,
@@ -106,7 +108,7 @@ pub struct Worker {
     lines: Vec<(String, bool)>,
     reassemblers: usize,
     epoch: Instant,
-    /// Heartbeat for the systemd watchdog: last loop time, ms since start.
+    /// Heartbeat for the systemd watchdog: [`crate::serve::uptime_ms`] of the last loop.
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -129,7 +131,6 @@ impl Worker {
 
     /// Run until the ingest side closes.
     pub async fn run(mut self) {
-        let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,8 +150,7 @@ impl Worker {
                 }
                 _ = tick.tick() => self.tick(Instant::now()),
             }
-            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.heartbeat.store(ms, std::sync::atomic::Ordering::Relaxed);
+            self.heartbeat.store(crate::serve::uptime_ms(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -197,6 +197,7 @@ impl Worker {
                 node: Arc::new(ctx.node_of(id.0.ip())),
                 ext_seen: false,
                 last_seq: None,
+                seen: 0,
                 frags: None,
                 partial: String::new(),
                 ring: VecDeque::with_capacity(ctx.context_before),
@@ -284,18 +285,35 @@ impl Worker {
         st.ext_seen = true;
         st.last_activity = now;
         let mut new_boot = false;
+        // Fragments of one record share its seq; the reassembler refuses their duplicates.
+        let whole = d.frag.is_none();
         match st.last_seq {
-            None => st.last_seq = Some(d.seq),
+            None => {
+                st.last_seq = Some(d.seq);
+                st.seen = 1;
+            }
             Some(last) if d.seq > last => {
-                metrics.seq_holes.inc_by(d.seq - last - 1);
+                let jump = d.seq - last;
+                metrics.seq_holes.inc_by(jump - 1);
+                st.seen = if jump >= 64 { 1 } else { (st.seen << jump) | 1 };
                 st.last_seq = Some(d.seq);
             }
             Some(last) if d.seq + REORDER_WINDOW < last || (d.seq == 0 && last > REORDER_WINDOW) => {
                 metrics.seq_resets.inc();
                 st.last_seq = Some(d.seq);
+                st.seen = 1;
                 new_boot = true;
             }
-            Some(_) => {}
+            Some(last) => {
+                // Late (reordered) or repeated: a record seen before is a network duplicate.
+                let bit = 1u64.checked_shl(u32::try_from(last - d.seq).unwrap_or(u32::MAX)).unwrap_or(0);
+                if whole && st.seen & bit != 0 {
+                    metrics.decoded(Format::Extended);
+                    metrics.seq_duplicates.inc();
+                    return;
+                }
+                st.seen |= bit;
+            }
         }
         let kernel = d.facility() == 0;
         let mut created = false;
