@@ -133,6 +133,9 @@ fn report_api(input: &[u8]) {
     let mut buf = [0u8; MAX_REPORT_LEN];
     let out: &mut [u8] = black_box(&mut buf[..]);
     black_box(report::encode_signed(&r, &key, out).is_ok());
+    let signer = report::Signer::new(&key);
+    black_box(signer.encode_signed(&r, black_box(&mut buf[..])).is_ok());
+    black_box(signer.verify(input).is_ok());
     black_box(report::is_report(input));
     black_box(report::truncate_utf8(text, black_box(2)));
     let mut fresh = Freshness::<4>::new();
