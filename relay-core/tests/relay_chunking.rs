@@ -36,7 +36,10 @@ fn relay() -> Relay {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         vlan: None,
-        ip: IpEndpoints::V4 { src: [10, 0, 0, 1], dst: [10, 0, 0, 2] },
+        ip: IpEndpoints::V4 {
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2],
+        },
         src_port: 6665,
         dst_port: 6666,
     };
