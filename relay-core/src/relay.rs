@@ -74,8 +74,9 @@ const LINE_COST: u64 = 1_000_000;
 const HALF: u64 = 1 << 63;
 
 /// Relay settings. Build with [`RelayConfig::new`], adjust the public fields,
-/// then pass to [`Relay::new`], which validates them.
-#[derive(Clone, Debug)]
+/// then pass to [`Relay::new`], which validates them. `Debug` never prints
+/// the key.
+#[derive(Clone)]
 pub struct RelayConfig {
     /// This relay's id (names its key in the bridge's keyring).
     pub relay_id: heapless::String<MAX_RELAY_ID>,
@@ -138,6 +139,28 @@ impl core::fmt::Display for ConfigError {
             ConfigError::MirrorRate => "mirror rate and burst must be at least 1 line",
             ConfigError::Backoff => "backoff_max must not be shorter than backoff_initial",
         })
+    }
+}
+
+impl core::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("relay_id", &self.relay_id)
+            .field("node_name", &self.node_name)
+            .field("key", &"<redacted>")
+            .field("boot_counter", &self.boot_counter)
+            .field("collectors", &self.collectors)
+            .field("mirror", &self.mirror)
+            .field("mirror_lines_per_sec", &self.mirror_lines_per_sec)
+            .field("mirror_burst", &self.mirror_burst)
+            .field("report_copies", &self.report_copies)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("after_lines", &self.after_lines)
+            .field("detector", &self.detector)
+            .field("first_line_seq", &self.first_line_seq)
+            .field("first_report_seq", &self.first_report_seq)
+            .finish()
     }
 }
 
@@ -280,6 +303,8 @@ pub struct RelayWith<const CONTEXT: usize, const LINE_MAX: usize> {
 #[derive(Clone, Debug)]
 struct Core<const CONTEXT: usize> {
     cfg: RelayConfig,
+    /// `cfg.key`, pre-hashed for HMAC.
+    signer: report::Signer,
     detector: Detector,
     ring: ContextRing<CONTEXT>,
     /// Number of the next line pushed into the ring.
@@ -350,6 +375,7 @@ impl<const CONTEXT: usize, const LINE_MAX: usize> RelayWith<CONTEXT, LINE_MAX> {
                 next_collector: 0,
                 now: Instant(0),
                 stats: RelayStats::default(),
+                signer: report::Signer::new(&cfg.key),
                 cfg,
             },
         })
@@ -792,7 +818,7 @@ impl<const CONTEXT: usize> Core<CONTEXT> {
             context_lines: r.context_lines,
             repeat_index: r.sent,
         };
-        match report::encode_signed(&report, &self.cfg.key, &mut self.out) {
+        match self.signer.encode_signed(&report, &mut self.out) {
             Ok(n) => {
                 self.out_len = n;
                 self.pending = Pending::Report;

@@ -653,3 +653,16 @@ fn every_captured_console_log_gives_one_panic_report() {
         assert_eq!(h.stats().lines_lost, 0, "{run}");
     }
 }
+
+#[test]
+fn debug_output_never_shows_the_key() {
+    let cfg = config(1);
+    let shown = format!("{cfg:?}");
+    assert!(shown.contains("relay-7") && shown.contains("<redacted>"));
+    let hex: String = KEY.iter().map(|b| format!("{b}, ")).collect();
+    assert!(!shown.contains(&hex[..20]), "{shown}");
+    let relay = Relay::new(cfg).unwrap();
+    let shown = format!("{relay:?}");
+    assert!(!shown.contains(&hex[..20]));
+    assert_eq!(format!("{:?}", report::Signer::new(&KEY)), "Signer { .. }");
+}

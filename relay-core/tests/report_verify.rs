@@ -50,6 +50,21 @@ fn round_trip_with_the_right_key() {
 }
 
 #[test]
+fn signer_matches_the_one_shot_functions() {
+    let r = sample();
+    let d = signed(&r, &KEY);
+    let signer = relay_core::report::Signer::new(&KEY);
+    let mut buf = [0u8; MAX_REPORT_LEN];
+    let n = signer.encode_signed(&r, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &d[..], "same bytes as encode_signed");
+    assert_eq!(signer.verify(&d), Ok(r));
+    assert_eq!(
+        relay_core::report::Signer::new(&OTHER_KEY).verify(&d),
+        Err(Refusal::BadTag)
+    );
+}
+
+#[test]
 fn wrong_key_is_a_bad_tag() {
     let d = signed(&sample(), &KEY);
     assert_eq!(verify(&d, &OTHER_KEY), Err(Refusal::BadTag));

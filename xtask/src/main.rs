@@ -8,6 +8,7 @@ mod blast;
 mod demo;
 mod fuzz;
 mod fw;
+mod openbmc;
 mod panic_check;
 mod setup;
 mod test;
@@ -35,6 +36,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// Instruction-count benchmarks (callgrind) of relay-core.
     Bench(bench::Args),
+    /// Cross-build the OpenBMC relay for armv7 BMCs (`build`, or `check` = build + run under qemu-arm).
+    Openbmc(openbmc::Args),
     /// UDP load generator for host-bridge (settable message mix and rate).
     Blast(blast::Args),
     /// Link-time proof that relay-core's public API cannot panic.
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Blast(a) => blast::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Openbmc(a) => openbmc::run(a),
         Cmd::PanicCheck(a) => panic_check::run(a),
     }
 }
