@@ -147,32 +147,63 @@ fn parse_syslog(s: &[u8]) -> Option<(u8, &[u8])> {
 
 /// `[` spaces digits `.` six digits `]`, as printk's `[%5lu.%06lu]`.
 fn parse_stamp(s: &[u8]) -> Option<(u64, &[u8])> {
-    let mut rest = s.strip_prefix(b"[")?;
-    while let Some((b' ', tail)) = rest.split_first() {
+    // Fast path: the seconds fill exactly the 5-character field (uptime
+    // under 27 hours), so the whole stamp is 14 bytes at fixed offsets.
+    if let Some((&[b'[', f0, f1, f2, f3, f4, d0, d1, d2, d3, d4, d5, d6, d7], after)) =
+        s.split_first_chunk::<14>()
+    {
+        if let Some(usec) = parse_frac([d0, d1, d2, d3, d4, d5, d6, d7]) {
+            let mut sec = 0u64;
+            let mut digits = false;
+            for c in [f0, f1, f2, f3, f4] {
+                if c.is_ascii_digit() {
+                    sec = sec.wrapping_mul(10).wrapping_add(u64::from(c.wrapping_sub(b'0')));
+                    digits = true;
+                } else if c != b' ' || digits {
+                    return None;
+                }
+            }
+            return digits.then(|| (sec.wrapping_mul(1_000_000).wrapping_add(usec), after));
+        }
+    }
+    let rest = s.strip_prefix(b"[")?;
+    let pad = rest.iter().take_while(|&&b| b == b' ').count();
+    let mut rest = rest.get(pad..)?;
+    let mut sec = 0u64;
+    let mut n = 0u32;
+    while let [d @ b'0'..=b'9', tail @ ..] = rest {
+        sec = sec.wrapping_mul(10).wrapping_add(u64::from(d.wrapping_sub(b'0')));
+        n = n.wrapping_add(1);
         rest = tail;
     }
-    let mut sec: u64 = 0;
-    let mut digits = 0u8;
-    while let Some((&d @ b'0'..=b'9', tail)) = rest.split_first() {
-        sec = sec.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))?;
-        digits = digits.saturating_add(1);
-        rest = tail;
-    }
-    if digits == 0 {
+    // Up to 12 digits of seconds: the microseconds then fit in u64.
+    if n == 0 || n > 12 {
         return None;
     }
-    rest = rest.strip_prefix(b".")?;
-    let mut usec: u64 = 0;
-    for _ in 0..6 {
-        let (&d, tail) = rest.split_first()?;
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        usec = usec.wrapping_mul(10).wrapping_add(u64::from(d.wrapping_sub(b'0')));
-        rest = tail;
+    let (frac, after) = rest.split_first_chunk::<8>()?;
+    Some((sec.wrapping_mul(1_000_000).wrapping_add(parse_frac(*frac)?), after))
+}
+
+/// `.dddddd]` as one 8-byte word: check the shape and convert the six
+/// digits without a loop.
+#[inline]
+fn parse_frac(w: [u8; 8]) -> Option<u64> {
+    let x = u64::from_le_bytes(w);
+    // Byte 0 is '.', byte 7 is ']'; bytes 1..=6 are digits.
+    const SHAPE: u64 = 0x00ff_ffff_ffff_ff00;
+    if x & !SHAPE != 0x5d00_0000_0000_002e {
+        return None;
     }
-    rest = rest.strip_prefix(b"]")?;
-    Some((sec.checked_mul(1_000_000)?.checked_add(usec)?, rest))
+    let d = (x & SHAPE) ^ 0x0030_3030_3030_3000;
+    // Every digit byte is now 0..=9 iff adding 0x76 sets no top bit.
+    if (d.wrapping_add(0x0076_7676_7676_7600) | d) & 0x0080_8080_8080_8000 != 0 {
+        return None;
+    }
+    let b = d.to_le_bytes();
+    let v = [b[1], b[2], b[3], b[4], b[5], b[6]]
+        .iter()
+        .fold(0u64, |acc, &c| acc.wrapping_mul(10).wrapping_add(u64::from(c)));
+    Some(v)
 }
 
 /// CONFIG_PRINTK_CALLER's `[    T123]` / `[     C1]`.
@@ -200,11 +231,13 @@ fn parse_caller(s: &[u8]) -> Option<&[u8]> {
     rest.strip_prefix(b"]")
 }
 
-/// Where the scanner is inside an escape sequence.
+/// What the scanner is in the middle of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Esc {
+enum Mode {
     /// Plain text.
-    Ground,
+    Text,
+    /// Plain text right after a CR line end: a LF now is part of that end.
+    AfterCr,
     /// After ESC.
     Start,
     /// ESC followed by intermediates (`ESC ( B`).
@@ -217,6 +250,12 @@ enum Esc {
     StrEscape,
 }
 
+/// Set in [`ConsoleScanner`]'s `pos` outside plain text.
+const PAUSED: usize = 1 << (usize::BITS - 1);
+
+/// Inputs shorter than this are scanned byte by byte.
+const SMALL: usize = 16;
+
 /// Escape sequences longer than this are abandoned (line noise must not be
 /// able to swallow the panic line).
 const ESC_MAX: u16 = 256;
@@ -228,11 +267,12 @@ const ESC_MAX: u16 = 256;
 #[derive(Clone, Debug)]
 pub struct ConsoleScanner<const LINE_MAX: usize = 1024> {
     buf: [u8; LINE_MAX],
-    len: usize,
+    /// Bytes held (`LINE_MAX` whenever `truncated` is set), plus [`PAUSED`]
+    /// while `mode` is not [`Mode::Text`]: then `buf.get_mut(pos)` misses and
+    /// the one-compare fast path in `byte` falls through to the slow path.
+    pos: usize,
     truncated: bool,
-    /// The previous line ended at CR: a following LF is part of that end.
-    after_cr: bool,
-    esc: Esc,
+    mode: Mode,
     esc_len: u16,
     lines: u64,
     truncations: u64,
@@ -249,10 +289,9 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     pub const fn new() -> Self {
         ConsoleScanner {
             buf: [0; LINE_MAX],
-            len: 0,
+            pos: 0,
             truncated: false,
-            after_cr: false,
-            esc: Esc::Ground,
+            mode: Mode::Text,
             esc_len: 0,
             lines: 0,
             truncations: 0,
@@ -261,45 +300,115 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
 
     /// Feed bytes; `on_line` is called for every completed line, in order.
     pub fn push(&mut self, mut input: &[u8], mut on_line: impl FnMut(Line<'_>)) {
-        while !input.is_empty() {
-            if self.esc == Esc::Ground {
+        // A UART interrupt hands over a byte or a few: no bulk setup for those.
+        if input.len() < SMALL {
+            for &b in input {
+                if let Some(line) = self.byte(b) {
+                    on_line(line);
+                }
+            }
+            return;
+        }
+        while let Some((&first, tail)) = input.split_first() {
+            if matches!(self.mode, Mode::Text | Mode::AfterCr) {
+                // Plain text up to the next C0 control, copied in one go.
                 let n = first_control(input);
                 let (run, rest) = input.split_at_checked(n).unwrap_or((input, &[]));
                 if !run.is_empty() {
-                    self.after_cr = false;
+                    self.set_mode(Mode::Text);
                     self.append(run);
                 }
-                match rest.split_first() {
-                    Some((&b, tail)) => {
-                        input = tail;
-                        self.control(b, &mut on_line);
-                    }
-                    None => return,
+                let Some((&b, tail)) = rest.split_first() else { return };
+                input = tail;
+                if let Some(line) = self.control(b) {
+                    on_line(line);
                 }
             } else {
-                match input.split_first() {
-                    Some((&b, tail)) => {
-                        input = tail;
-                        self.escape_byte(b, &mut on_line);
-                    }
-                    None => return,
+                input = tail;
+                if let Some(line) = self.escape_byte(first) {
+                    on_line(line);
                 }
             }
+        }
+    }
+
+    /// Feed one byte (a UART receive interrupt). One byte completes at most
+    /// one line, which is returned; it borrows the scanner, so it must be
+    /// consumed before the next byte. Same lines as [`ConsoleScanner::push`].
+    #[inline]
+    pub fn push_byte(&mut self, b: u8) -> Option<Line<'_>> {
+        self.byte(b)
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) -> Option<Line<'_>> {
+        if b >= 0x20 {
+            // Text mode with room: `pos` is in bounds (see its doc).
+            if let Some(slot) = self.buf.get_mut(self.pos) {
+                *slot = b;
+                self.pos = self.pos.wrapping_add(1);
+                return None;
+            }
+        }
+        self.slow_byte(b)
+    }
+
+    /// Bytes held in `buf`.
+    #[inline(always)]
+    fn held(&self) -> usize {
+        self.pos & !PAUSED
+    }
+
+    /// Set the byte count, keeping the mode flag.
+    #[inline(always)]
+    fn set_held(&mut self, n: usize) {
+        self.pos = n | (self.pos & PAUSED);
+    }
+
+    #[inline(always)]
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        let held = self.held();
+        self.pos = if mode == Mode::Text { held } else { held | PAUSED };
+    }
+
+    #[inline(always)]
+    fn put(&mut self, b: u8) {
+        let held = self.held();
+        match self.buf.get_mut(held) {
+            Some(slot) => {
+                *slot = b;
+                self.set_held(held.wrapping_add(1));
+            }
+            None => self.truncated = true,
+        }
+    }
+
+    #[inline(never)]
+    fn slow_byte(&mut self, b: u8) -> Option<Line<'_>> {
+        match self.mode {
+            Mode::Text | Mode::AfterCr if b >= 0x20 => {
+                self.set_mode(Mode::Text);
+                self.put(b);
+                None
+            }
+            Mode::Text | Mode::AfterCr => self.control(b),
+            _ => self.escape_byte(b),
         }
     }
 
     /// Emit the partial line held so far, if any (e.g. when the console has
     /// gone quiet and its last line never got its line end).
     pub fn flush(&mut self, mut on_line: impl FnMut(Line<'_>)) {
-        if self.len > 0 || self.truncated {
-            self.emit(&mut on_line);
+        self.set_mode(Mode::Text);
+        if self.held() > 0 || self.truncated {
+            on_line(self.take_line());
         }
-        self.esc = Esc::Ground;
     }
 
     /// The bytes of the line in progress (escapes stripped, prefix included).
     pub fn pending(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
+        self.buf.get(..self.held()).unwrap_or(&[])
     }
 
     /// Lines emitted so far.
@@ -313,99 +422,105 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     }
 
     fn append(&mut self, run: &[u8]) {
-        if self.truncated {
-            return;
-        }
-        let take = copy_prefix(self.buf.get_mut(self.len..).unwrap_or(&mut []), run);
-        self.len = self.len.saturating_add(take);
+        let held = self.held();
+        let take = copy_prefix(self.buf.get_mut(held..).unwrap_or(&mut []), run);
+        self.set_held(held.saturating_add(take));
         if run.len() > take {
             self.truncated = true;
         }
     }
 
     /// A byte below 0x20 in plain text.
-    fn control(&mut self, b: u8, on_line: &mut impl FnMut(Line<'_>)) {
+    #[inline(always)]
+    fn control(&mut self, b: u8) -> Option<Line<'_>> {
         match b {
             b'\n' => {
-                if !self.after_cr {
-                    self.emit(on_line);
+                if self.mode == Mode::AfterCr {
+                    self.set_mode(Mode::Text);
+                    None
+                } else {
+                    Some(self.take_line())
                 }
-                self.after_cr = false;
             }
             b'\r' => {
-                self.emit(on_line);
-                self.after_cr = true;
+                self.set_mode(Mode::AfterCr);
+                Some(self.take_line())
             }
             b'\t' => {
-                self.after_cr = false;
-                self.append(b"\t");
+                self.set_mode(Mode::Text);
+                self.put(b'\t');
+                None
             }
             0x1b => {
-                self.esc = Esc::Start;
+                self.set_mode(Mode::Start);
                 self.esc_len = 0;
+                None
             }
             // NUL runs (line padding, a host powering up) and other C0
             // controls (BEL, BS, ...) carry no text; they also do not break
             // a CR LF pair.
-            _ => {}
+            _ => None,
         }
     }
 
-    fn escape_byte(&mut self, b: u8, on_line: &mut impl FnMut(Line<'_>)) {
+    #[inline(never)]
+    fn escape_byte(&mut self, b: u8) -> Option<Line<'_>> {
         self.esc_len = self.esc_len.saturating_add(1);
         if self.esc_len > ESC_MAX || b == b'\n' || b == b'\r' {
             // Unterminated: give the byte back to plain text so line ends
             // are never lost.
-            self.esc = Esc::Ground;
+            self.set_mode(Mode::Text);
             if b < 0x20 {
-                self.control(b, on_line);
-            } else {
-                self.after_cr = false;
-                self.append(&[b]);
+                return self.control(b);
             }
-            return;
+            self.put(b);
+            return None;
         }
-        self.esc = match (self.esc, b) {
-            (Esc::Start, b'[') => Esc::Csi,
-            (Esc::Start, b']' | b'P' | b'X' | b'^' | b'_') => Esc::Str,
-            (Esc::Start, 0x20..=0x2f) => Esc::Intermediate,
-            (Esc::Start, b'c') => {
+        let next = match (self.mode, b) {
+            (Mode::Start, b'[') => Mode::Csi,
+            (Mode::Start, b']' | b'P' | b'X' | b'^' | b'_') => Mode::Str,
+            (Mode::Start, 0x20..=0x2f) => Mode::Intermediate,
+            (Mode::Start, b'c') => {
                 // RIS: the terminal is reset and the screen cleared, so
                 // whatever follows starts a new line.
-                if self.len > 0 || self.truncated {
-                    self.emit(on_line);
+                self.set_mode(Mode::Text);
+                if self.held() > 0 || self.truncated {
+                    return Some(self.take_line());
                 }
-                Esc::Ground
+                return None;
             }
-            (Esc::Start, 0x1b) => Esc::Start,
-            (Esc::Start, _) => Esc::Ground,
-            (Esc::Intermediate, 0x20..=0x2f) => Esc::Intermediate,
-            (Esc::Intermediate, _) => Esc::Ground,
-            (Esc::Csi, 0x20..=0x3f) => Esc::Csi,
-            (Esc::Csi, 0x1b) => Esc::Start,
-            (Esc::Csi, _) => Esc::Ground,
-            (Esc::Str, 0x07) => Esc::Ground,
-            (Esc::Str, 0x1b) => Esc::StrEscape,
-            (Esc::Str, _) => Esc::Str,
-            (Esc::StrEscape, b'\\') => Esc::Ground,
-            (Esc::StrEscape, _) => Esc::Str,
-            (Esc::Ground, _) => Esc::Ground,
+            (Mode::Start, 0x1b) => Mode::Start,
+            (Mode::Intermediate, 0x20..=0x2f) => Mode::Intermediate,
+            (Mode::Csi, 0x20..=0x3f) => Mode::Csi,
+            (Mode::Csi, 0x1b) => Mode::Start,
+            (Mode::Str, 0x07) => Mode::Text,
+            (Mode::Str, 0x1b) => Mode::StrEscape,
+            (Mode::Str, _) => Mode::Str,
+            (Mode::StrEscape, b'\\') => Mode::Text,
+            (Mode::StrEscape, _) => Mode::Str,
+            // Final bytes, and anything unexpected, end the sequence.
+            _ => Mode::Text,
         };
+        self.set_mode(next);
+        None
     }
 
-    fn emit(&mut self, on_line: &mut impl FnMut(Line<'_>)) {
-        let mut len = self.len;
-        if self.truncated {
+    /// End the current line: reset for the next one and hand out this one
+    /// (its bytes stay in `buf` until the next byte is stored).
+    #[inline(always)]
+    fn take_line(&mut self) -> Line<'_> {
+        let truncated = self.truncated;
+        let mut len = self.held();
+        if truncated {
             self.truncations = self.truncations.wrapping_add(1);
             len = utf8_cut(self.buf.get(..len).unwrap_or(&[]));
         }
-        let raw = self.buf.get(..len).unwrap_or(&[]);
-        let mut line = Line::parse(raw);
-        line.truncated = self.truncated;
-        self.lines = self.lines.wrapping_add(1);
-        on_line(line);
-        self.len = 0;
+        self.set_held(0);
         self.truncated = false;
+        self.lines = self.lines.wrapping_add(1);
+        let mut line = Line::parse(self.buf.get(..len).unwrap_or(&[]));
+        line.truncated = truncated;
+        line
     }
 }
 
@@ -469,9 +584,8 @@ fn first_control(s: &[u8]) -> usize {
 }
 
 /// Per-entry header in the ring: text length (u16 LE), level (0xff = none),
-/// flags; then the 8-byte timestamp when [`FLAG_TS`] is set.
-const HDR: usize = 4;
-const TS_LEN: usize = 8;
+/// flags, the timestamp (u64 LE, valid when [`FLAG_TS`] is set).
+const HDR: usize = 12;
 const FLAG_TRUNCATED: u8 = 1;
 const FLAG_TS: u8 = 2;
 const FLAG_FACILITY_SHIFT: u8 = 3;
@@ -480,7 +594,7 @@ const NO_LEVEL: u8 = 0xff;
 /// A bounded ring of the most recent console lines: the pre-panic context.
 ///
 /// `BYTES` is the storage (8 KiB by default); each line costs its text plus
-/// 4 bytes (12 with a timestamp). The oldest lines are dropped to make room.
+/// a 12-byte header. The oldest lines are dropped to make room.
 /// Lines are stored contiguously, so iteration yields plain borrowed
 /// [`Line`]s, oldest to newest, without copying.
 #[derive(Clone, Debug)]
@@ -536,9 +650,8 @@ impl<const BYTES: usize> ContextRing<BYTES> {
     /// Store a line, evicting the oldest ones as needed. A line too long for
     /// the whole ring is stored truncated (and flagged so).
     pub fn push(&mut self, line: &Line<'_>) {
-        let head = if line.ts_usec.is_some() { HDR.saturating_add(TS_LEN) } else { HDR };
-        let cap = BYTES.saturating_sub(head).min(usize::from(u16::MAX));
-        if BYTES <= head {
+        let cap = BYTES.saturating_sub(HDR).min(usize::from(u16::MAX));
+        if cap == 0 {
             return;
         }
         let mut truncated = line.truncated;
@@ -549,8 +662,8 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         } else {
             line.text
         };
-        let need = head.saturating_add(text.len());
-        let Some(at) = self.reserve(need) else { return };
+        // text.len() <= cap < BYTES: the sum cannot wrap.
+        let Some(at) = self.reserve(HDR.wrapping_add(text.len())) else { return };
         let mut flags = 0u8;
         if truncated {
             flags |= FLAG_TRUNCATED;
@@ -562,15 +675,21 @@ impl<const BYTES: usize> ContextRing<BYTES> {
             // Facility 0..=23 plus one, so 0 means "none".
             flags |= f.saturating_add(1).min(31) << FLAG_FACILITY_SHIFT;
         }
-        let Some(dst) = self.buf.get_mut(at..).and_then(|d| d.get_mut(..need)) else { return };
-        let (hdr, body) = dst.split_at_mut(head.min(need));
         let [l0, l1] = u16::try_from(text.len()).unwrap_or(0).to_le_bytes();
-        let [t0, t1, t2, t3, t4, t5, t6, t7] = line.ts_usec.unwrap_or(0).to_le_bytes();
         let level = line.level.unwrap_or(NO_LEVEL);
-        let header = [l0, l1, level, flags, t0, t1, t2, t3, t4, t5, t6, t7];
-        copy_prefix(hdr, &header);
+        let Some((head, body)) =
+            self.buf.get_mut(at..).and_then(|d| d.split_first_chunk_mut::<HDR>())
+        else {
+            return;
+        };
+        if let Some((meta, ts)) = head.split_first_chunk_mut::<4>() {
+            *meta = [l0, l1, level, flags];
+            if let Ok(ts) = <&mut [u8; 8]>::try_from(ts) {
+                *ts = line.ts_usec.unwrap_or(0).to_le_bytes();
+            }
+        }
         copy_prefix(body, text);
-        self.len = self.len.saturating_add(1);
+        self.len = self.len.wrapping_add(1);
         self.pushed = self.pushed.wrapping_add(1);
     }
 
@@ -580,27 +699,26 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         if need > BYTES {
             return None;
         }
+        // Invariants: end <= BYTES; start <= end unless wrapped, then
+        // end <= start; so the wrapping ops below cannot wrap.
         loop {
-            if self.len == 0 {
-                self.clear();
-            }
             match self.wrap_at {
                 None => {
-                    if BYTES.saturating_sub(self.end) >= need {
+                    if need <= BYTES.wrapping_sub(self.end) {
                         let at = self.end;
-                        self.end = at.saturating_add(need);
+                        self.end = at.wrapping_add(need);
                         return Some(at);
                     }
-                    if self.start >= need {
+                    if need <= self.start {
                         self.wrap_at = Some(self.end);
                         self.end = need;
                         return Some(0);
                     }
                 }
                 Some(_) => {
-                    if self.start.saturating_sub(self.end) >= need {
+                    if need <= self.start.wrapping_sub(self.end) {
                         let at = self.end;
-                        self.end = at.saturating_add(need);
+                        self.end = at.wrapping_add(need);
                         return Some(at);
                     }
                 }
@@ -611,26 +729,27 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         }
     }
 
-    /// Drop the oldest entry; false when there is none (or the ring is
-    /// inconsistent, which cannot happen but must not loop).
+    /// Drop the oldest entry; false when there is none.
     fn evict(&mut self) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let Some(size) = entry_size(self.buf.get(self.start..).unwrap_or(&[])) else {
+        if self.len <= 1 {
+            // Empty, or about to be: start over at offset 0.
+            let had = self.len == 1;
             self.clear();
-            return true;
-        };
-        self.start = self.start.saturating_add(size);
-        self.len = self.len.saturating_sub(1);
-        if let Some(w) = self.wrap_at {
-            if self.start >= w {
-                self.start = 0;
-                self.wrap_at = None;
+            return had;
+        }
+        match entry_size(self.buf.get(self.start..).unwrap_or(&[])) {
+            Some(size) => {
+                self.start = self.start.wrapping_add(size);
+                self.len = self.len.wrapping_sub(1);
+                if let Some(w) = self.wrap_at {
+                    if self.start >= w {
+                        self.start = 0;
+                        self.wrap_at = None;
+                    }
+                }
             }
-        }
-        if self.len == 0 {
-            self.clear();
+            // Cannot happen (entries are written whole); never loop on it.
+            None => self.clear(),
         }
         true
     }
@@ -658,10 +777,8 @@ impl<'a, const BYTES: usize> IntoIterator for &'a ContextRing<BYTES> {
 
 /// Size of the entry at the start of `s`.
 fn entry_size(s: &[u8]) -> Option<usize> {
-    let (l0, l1, flags) = (*s.first()?, *s.get(1)?, *s.get(3)?);
-    let text = usize::from(u16::from_le_bytes([l0, l1]));
-    let head = if flags & FLAG_TS != 0 { HDR.saturating_add(TS_LEN) } else { HDR };
-    let size = head.checked_add(text)?;
+    let (l0, l1) = (*s.first()?, *s.get(1)?);
+    let size = HDR.checked_add(usize::from(u16::from_le_bytes([l0, l1])))?;
     (size <= s.len()).then_some(size)
 }
 
@@ -690,12 +807,14 @@ impl<'a> Iterator for ContextIter<'a> {
         self.left = self.left.saturating_sub(1);
         let level = *entry.get(2)?;
         let flags = *entry.get(3)?;
-        let (ts, text) = if flags & FLAG_TS != 0 {
-            let mut ts = [0u8; 8];
-            copy_prefix(&mut ts, entry.get(HDR..)?);
-            (Some(u64::from_le_bytes(ts)), entry.get(HDR.saturating_add(TS_LEN)..)?)
-        } else {
-            (None, entry.get(HDR..)?)
+        let (head, text) = entry.split_at_checked(HDR)?;
+        let ts = match head {
+            [_, _, _, _, t @ ..] if flags & FLAG_TS != 0 => {
+                let mut ts = [0u8; 8];
+                copy_prefix(&mut ts, t);
+                Some(u64::from_le_bytes(ts))
+            }
+            _ => None,
         };
         let fac = flags >> FLAG_FACILITY_SHIFT;
         Some(Line {
@@ -728,6 +847,29 @@ mod tests {
             }
         }
         assert_eq!(first_control(&[0x80, 0xff, b' ', 0x7f, 0xc3, 0xbc, b'a', b'b', b'c']), 9);
+    }
+
+    #[test]
+    fn parse_frac_matches_naive() {
+        let naive = |w: [u8; 8]| -> Option<u64> {
+            let s = core::str::from_utf8(&w).ok()?;
+            let digits = s.strip_prefix('.')?.strip_suffix(']')?;
+            if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok()
+        };
+        let base = *b".582893]";
+        assert_eq!(parse_frac(base), Some(582_893));
+        for pos in 0..8 {
+            for c in 0..=255u8 {
+                let mut w = base;
+                if let Some(x) = w.get_mut(pos) {
+                    *x = c;
+                }
+                assert_eq!(parse_frac(w), naive(w), "{w:?}");
+            }
+        }
     }
 
     #[test]

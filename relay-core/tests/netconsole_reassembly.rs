@@ -221,3 +221,25 @@ fn records_are_told_apart_by_their_header() {
     let done = r.push(&frag(1, 2, 4, b"cd"), T0).unwrap().unwrap();
     assert_eq!((done.ts_usec, done.payload), (77, &b"abcd"[..]));
 }
+
+#[test]
+fn late_copy_after_completion_is_a_duplicate() {
+    let mut r: Reassembler<2, 64> = Reassembler::new(Duration::from_secs(1));
+    r.push(&frag(1, 0, 4, b"ab"), T0).unwrap();
+    assert!(r.push(&frag(1, 2, 4, b"cd"), T0).unwrap().is_some());
+    // A resent fragment of the finished record does not start a new one
+    // (which would later time out and be counted as a loss).
+    assert_eq!(
+        r.push(&frag(1, 0, 4, b"ab"), T0),
+        Err(ReassemblyError::Duplicate { offset: 0 })
+    );
+    assert_eq!(r.in_flight(), 0);
+    assert_eq!(r.poll(T0.saturating_add(Duration::from_secs(5))), 0);
+    let s = r.stats();
+    assert_eq!((s.completed, s.duplicates, s.expired), (1, 1, 0));
+    // New records still get slots, the remembered one last.
+    r.push(&frag(2, 0, 4, b"ab"), T0).unwrap();
+    r.push(&frag(3, 0, 4, b"ab"), T0).unwrap();
+    assert_eq!(r.in_flight(), 2);
+    assert_eq!(r.stats().evicted, 0);
+}

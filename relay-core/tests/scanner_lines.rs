@@ -191,6 +191,21 @@ fn printk_prefixes() {
 }
 
 #[test]
+fn push_byte_matches_push() {
+    let input = b"\x1bc\x1b[0mboot\r\n[    1.000000] a\tb\r\n\x1b]0;t\x07x\ry\n\0\0z\x1bcw\n";
+    let want = scan::<8>(&[input]);
+    let mut s = ConsoleScanner::<8>::new();
+    let mut got = Vec::new();
+    for &b in input.iter() {
+        if let Some(l) = s.push_byte(b) {
+            got.push(Owned::from(l));
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 6, "{want:?}");
+}
+
+#[test]
 fn counters() {
     let mut s = ConsoleScanner::<4>::new();
     s.push(b"abcdefgh\nab\nabcde\n", |_| {});
@@ -219,7 +234,7 @@ fn ring_keeps_newest_lines_in_order() {
         for (k, h) in held.iter().enumerate() {
             assert!(h.starts_with(&format!("line {:03}", first + k as u64)), "{held:?}");
         }
-        let bytes: usize = ring.iter().map(|l| l.text.len() + if l.ts_usec.is_some() { 12 } else { 4 }).sum();
+        let bytes: usize = ring.iter().map(|l| l.text.len() + 12).sum();
         assert!(bytes <= 256);
     }
     assert_eq!(ring.pushed(), 100);
@@ -234,7 +249,7 @@ fn ring_keeps_newest_lines_in_order() {
 
 #[test]
 fn ring_truncates_a_line_bigger_than_itself() {
-    let mut ring = ContextRing::<32>::new();
+    let mut ring = ContextRing::<40>::new();
     ring.push(&Line::new(b"before"));
     let big = "☃".repeat(20);
     ring.push(&Line::new(big.as_bytes()));

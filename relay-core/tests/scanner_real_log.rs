@@ -113,7 +113,7 @@ fn ring_after<const B: usize>(log: &[u8]) -> (usize, usize, Vec<u8>) {
     let mut s = ConsoleScanner::<1024>::new();
     let mut ring = ContextRing::<B>::new();
     s.push(log, |l| ring.push(&l));
-    let used = ring.iter().map(|l| l.text.len() + if l.ts_usec.is_some() { 12 } else { 4 }).sum();
+    let used = ring.iter().map(|l| l.text.len() + 12).sum();
     (ring.len(), used, ring.iter().last().unwrap().text.to_vec())
 }
 

@@ -49,6 +49,10 @@ pub struct Ratio {
     pub at_most: f64,
 }
 
+/// Size of tests/fixtures/netconsole/ext-panic.serial.log (pinned by SHA256SUMS),
+/// the input of the `scan-*` benchmarks.
+const SERIAL_LOG_BYTES: u64 = 31_083;
+
 /// Every benchmark `cargo xtask bench` knows about.
 pub const BENCHES: &[Bench] = &[
     Bench {
@@ -77,6 +81,105 @@ pub const BENCHES: &[Bench] = &[
         bytes: Some(1000),
         max_per_byte: None,
         what: "smoltcp 0.12 udp::Socket::send_slice + Interface::poll, same datagram, in-memory device",
+    },
+    Bench {
+        name: "scan-bytes",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-bytes",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, push_byte per byte",
+    },
+    Bench {
+        name: "scan-64",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-64",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, 64-byte chunks",
+    },
+    Bench {
+        name: "scan-4096",
+        package: "relay-core",
+        target: "scan_callgrind",
+        case: "scan-4096",
+        bytes: Some(SERIAL_LOG_BYTES),
+        max_per_byte: Some(20.0),
+        what: "console scanner + context ring + detector over ext-panic.serial.log, 4 KiB chunks",
+    },
+    Bench {
+        name: "relay-clone",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-clone",
+        bytes: None,
+        max_per_byte: None,
+        what: "Relay::clone of a relay primed with the real serial log (subtract from the two below)",
+    },
+    Bench {
+        name: "relay-panic-to-frame",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-panic-to-frame",
+        bytes: None,
+        max_per_byte: None,
+        what: "clone + the panic line's last byte to the first frame ready (the panic line as netconsole)",
+    },
+    Bench {
+        name: "relay-panic-to-report",
+        package: "relay-core",
+        target: "relay_callgrind",
+        case: "relay-panic-to-report",
+        bytes: None,
+        max_per_byte: None,
+        what: "clone + the panic line's last byte to the signed report's frame (second frame)",
+    },
+    Bench {
+        name: "nc-encode",
+        package: "relay-core",
+        target: "netconsole_callgrind",
+        case: "nc-encode",
+        bytes: Some(999),
+        max_per_byte: None,
+        what: "ExtRecord::datagrams: a 980-byte printk record into its one extended datagram",
+    },
+    Bench {
+        name: "nc-encode-frag",
+        package: "relay-core",
+        target: "netconsole_callgrind",
+        case: "nc-encode-frag",
+        bytes: Some(2602),
+        max_per_byte: None,
+        what: "ExtRecord::datagrams: a 2500-byte record into its three ncfrag fragments",
+    },
+    Bench {
+        name: "nc-encode-escapes",
+        package: "relay-core",
+        target: "netconsole_callgrind",
+        case: "nc-encode-escapes",
+        bytes: Some(1341),
+        max_per_byte: None,
+        what: "ExtRecord::datagrams: 980 bytes with a tab every ten (\\x09) into two fragments",
+    },
+    Bench {
+        name: "nc-decode",
+        package: "relay-core",
+        target: "netconsole_callgrind",
+        case: "nc-decode",
+        bytes: Some(999),
+        max_per_byte: None,
+        what: "ExtRepr::parse of the 999-byte extended datagram",
+    },
+    Bench {
+        name: "nc-reassemble",
+        package: "relay-core",
+        target: "netconsole_callgrind",
+        case: "nc-reassemble",
+        bytes: Some(2602),
+        max_per_byte: None,
+        what: "ExtRepr::parse + Reassembler::push of the three fragments",
     },
 ];
 

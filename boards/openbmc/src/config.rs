@@ -110,6 +110,34 @@ fn default_host_instance() -> u32 {
     0
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTuning {
+    mirror: Option<bool>,
+    mirror_lines_per_sec: Option<Spanned<u32>>,
+    mirror_burst: Option<Spanned<u32>>,
+    report_copies: Option<Spanned<u8>>,
+    after_lines: Option<u16>,
+    silence_ms: Option<Spanned<u64>>,
+}
+
+/// Relay behaviour knobs; `None` keeps relay-core's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Mirror every console line as netconsole (rate-limited).
+    pub mirror: Option<bool>,
+    /// Mirror rate, lines per second.
+    pub mirror_lines_per_sec: Option<u32>,
+    /// Mirror burst, lines.
+    pub mirror_burst: Option<u32>,
+    /// Copies of each report.
+    pub report_copies: Option<u8>,
+    /// Lines forwarded at full speed after a trigger.
+    pub after_lines: Option<u16>,
+    /// Console silence that confirms a suspected panic.
+    pub silence: Option<std::time::Duration>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -121,6 +149,8 @@ struct RawConfig {
     collectors: Option<Spanned<Vec<RawCollector>>>,
     #[serde(default)]
     signals: RawSignals,
+    #[serde(default)]
+    tuning: RawTuning,
 }
 
 /// Where the host's console comes from.
@@ -205,6 +235,8 @@ pub struct Config {
     pub dbus_signals: bool,
     /// Which host (`host0`, `chassis0`, `watchdog/host0`) to watch on D-Bus.
     pub host_instance: u32,
+    /// Relay behaviour knobs.
+    pub tuning: Tuning,
 }
 
 /// Largest number of collectors (relay-core keeps a fixed-size table).
@@ -338,7 +370,10 @@ impl Config {
             collectors.push(Collector { address, mac });
         }
 
+        let tuning = validate_tuning(&loc, raw.tuning)?;
+
         Ok(Config {
+            tuning,
             relay_id,
             node_name,
             key_file: raw.relay.key_file.into_inner(),
@@ -356,6 +391,26 @@ impl Config {
             host_instance: raw.signals.host_instance,
         })
     }
+}
+
+fn validate_tuning(loc: &Locator<'_>, t: RawTuning) -> Result<Tuning, ConfigError> {
+    let at_least_one = |v: &Option<Spanned<u32>>, name: &str| match v {
+        Some(v) if *v.get_ref() == 0 => Err(loc.at(Some(v.span()), format!("tuning.{name} must be at least 1"))),
+        v => Ok(v.as_ref().map(|v| *v.get_ref())),
+    };
+    let mirror_lines_per_sec = at_least_one(&t.mirror_lines_per_sec, "mirror_lines_per_sec")?;
+    let mirror_burst = at_least_one(&t.mirror_burst, "mirror_burst")?;
+    let report_copies = match t.report_copies {
+        Some(c) if *c.get_ref() == 0 => return Err(loc.at(Some(c.span()), "tuning.report_copies must be at least 1")),
+        c => c.map(Spanned::into_inner),
+    };
+    let silence = match t.silence_ms {
+        Some(s) if !(100..=60_000).contains(s.get_ref()) => {
+            return Err(loc.at(Some(s.span()), "tuning.silence_ms must be within 100..=60000"))
+        }
+        s => s.map(|s| std::time::Duration::from_millis(s.into_inner())),
+    };
+    Ok(Tuning { mirror: t.mirror, mirror_lines_per_sec, mirror_burst, report_copies, after_lines: t.after_lines, silence })
 }
 
 fn validate_console(loc: &Locator<'_>, c: RawConsole) -> Result<ConsoleSource, ConfigError> {
@@ -428,6 +483,7 @@ mac = "02:00:00:00:01:05"
         assert_eq!(c.collectors.len(), 2);
         assert_eq!(c.collectors[1].mac, Some([2, 0, 0, 0, 1, 5]));
         assert_eq!(c.neighbour_refresh, std::time::Duration::from_secs(30));
+        assert_eq!(c.tuning, Tuning::default());
         Ok(())
     }
 
@@ -460,6 +516,8 @@ mac = "02:00:00:00:01:05"
         assert_eq!(err_at(&two_consoles).0, Some(19));
         let baud = format!("{GOOD}\n[console]\ntty = \"/dev/ttyS2\"\nbaud = 12345\n");
         assert_eq!(err_at(&baud).0, Some(19));
+        let copies = format!("{GOOD}\n[tuning]\nmirror = false\nreport_copies = 0\n");
+        assert_eq!(err_at(&copies).0, Some(19));
         let mixed = GOOD.replace("10.0.1.5:6666", "[fd00::5]:6666");
         assert_eq!(err_at(&mixed).0, Some(14));
     }

@@ -10,8 +10,10 @@
 //! Threads: a console reader, a neighbour refresher and (feature `dbus`) a
 //! D-Bus watcher feed one bounded queue; the relay loop ([`relay_loop`]) owns
 //! the state machine and the transmit socket.
+pub mod app;
 pub mod config;
 pub mod console;
+pub mod engine;
 pub mod net;
 pub mod netlink;
 pub mod relay_loop;

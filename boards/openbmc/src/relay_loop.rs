@@ -20,6 +20,8 @@ pub enum Input {
     Signal(HostSignal),
     /// Collector `index`'s next-hop MAC changed.
     CollectorMac(usize, [u8; 6]),
+    /// SIGTERM/SIGINT: send what is due, then stop.
+    Shutdown,
 }
 
 /// The calls the loop makes into relay-core's `Relay`, as a trait so the loop
@@ -35,6 +37,8 @@ pub trait Engine {
     fn poll_timeout(&self) -> Option<relay_core::Instant>;
     /// Patch collector `index`'s destination MAC.
     fn set_collector_mac(&mut self, index: usize, mac: [u8; 6]);
+    /// Log the engine's own counters (at shutdown).
+    fn log_stats(&self) {}
 }
 
 /// The relay's monotonic clock: microseconds since the loop started.
@@ -68,32 +72,37 @@ pub struct LoopStats {
 /// Largest frame relay-core can produce, with margin for a VLAN tag.
 pub const FRAME_BUF: usize = 1536;
 
-/// Run until every input sender is gone, then drain what is due and return.
+/// Run until [`Input::Shutdown`] or until every input sender is gone, then
+/// send what is due and return.
 pub fn run<E: Engine, S: FrameSink>(engine: &mut E, sink: &mut S, rx: &Receiver<Input>, clock: Clock) -> LoopStats {
     let mut stats = LoopStats::default();
     let mut buf = vec![0u8; FRAME_BUF];
-    loop {
+    'outer: loop {
         transmit_due(engine, sink, &mut buf, clock, &mut stats);
         let wait = engine
             .poll_timeout()
             .map(|t| Duration::from_micros(t.saturating_since(clock.now()).as_micros()))
             .unwrap_or(Duration::from_secs(3600));
-        match rx.recv_timeout(wait) {
-            Ok(input) => feed(engine, input, clock, &mut stats),
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match rx.recv_timeout(wait) {
+            Ok(input) => Some(input),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
-        }
+        };
         // Drain whatever else queued up before polling again: a burst of
         // console chunks is fed in one go.
-        while let Ok(input) = rx.try_recv() {
-            feed(engine, input, clock, &mut stats);
+        for input in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if !feed(engine, input, clock, &mut stats) {
+                break 'outer;
+            }
         }
     }
     transmit_due(engine, sink, &mut buf, clock, &mut stats);
+    engine.log_stats();
     stats
 }
 
-fn feed<E: Engine>(engine: &mut E, input: Input, clock: Clock, stats: &mut LoopStats) {
+/// Feed one input; false on shutdown.
+fn feed<E: Engine>(engine: &mut E, input: Input, clock: Clock, stats: &mut LoopStats) -> bool {
     match input {
         Input::Console(ConsoleEvent::Bytes(b)) => {
             stats.console_bytes += b.len() as u64;
@@ -105,8 +114,13 @@ fn feed<E: Engine>(engine: &mut E, input: Input, clock: Clock, stats: &mut LoopS
             tracing::info!(signal = ?sig, "host signal");
             engine.handle_signal(sig, clock.now());
         }
-        Input::CollectorMac(i, mac) => engine.set_collector_mac(i, mac),
+        Input::CollectorMac(i, mac) => {
+            tracing::info!(collector = i, mac = %crate::resolve::fmt_mac(&mac), "frame template MAC updated");
+            engine.set_collector_mac(i, mac);
+        }
+        Input::Shutdown => return false,
     }
+    true
 }
 
 fn transmit_due<E: Engine, S: FrameSink>(engine: &mut E, sink: &mut S, buf: &mut [u8], clock: Clock, stats: &mut LoopStats) {

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use relay_core::detect::Certainty;
+use relay_core::netconsole::{ExtRepr, Reassembler};
+use relay_core::report::{self, RelayFreshness};
 use tokio::sync::mpsc;
 
-use super::ext::{self, FragResult, Fragments};
-use crate::detect::{builtin, Rules};
+use super::ext;
+use crate::detect::builtin::{self, Builtin};
+use crate::detect::{Detection, Rules};
 use crate::incident::manager::{Detected, NodeRef, SourceId, ToManager};
 use crate::incident::{Origin, Severity};
 use crate::ingest::Batch;
@@ -40,6 +43,8 @@ pub struct DecodeCtx {
     pub max_line: usize,
     /// Per-worker source capacity.
     pub max_sources: usize,
+    /// Newest (boot counter, sequence) accepted per relay id (seeded from the journal).
+    pub freshness: std::sync::Mutex<std::collections::HashMap<String, RelayFreshness>>,
 }
 
 impl DecodeCtx {
@@ -67,11 +72,24 @@ impl DecodeCtx {
 /// Out-of-order tolerance before a lower sequence number counts as a reset.
 const REORDER_WINDOW: u64 = 64;
 
+/// ncfrag reassembly per source: two records in flight, each up to the kernel's limit.
+type Reasm = Reassembler<2, { relay_core::netconsole::CONSOLE_EXT_LOG_MAX }>;
+/// Reassemblers alive at once per worker (they are 16 KiB each and exist only while a
+/// record is incomplete): bounds memory under a fragment flood from many sources.
+const MAX_REASSEMBLERS: usize = 1024;
+
+/// relay-core's clock from a std `Instant` (micros since the worker's epoch).
+fn rc_now(epoch: Instant, now: Instant) -> relay_core::Instant {
+    relay_core::Instant(u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX))
+}
+
 struct SourceState {
     node: Arc<NodeRef>,
     ext_seen: bool,
     last_seq: Option<u64>,
-    frags: Fragments,
+    // Bit i: record `last_seq - i` was seen (duplicate suppression, as IPsec's replay window).
+    seen: u64,
+    frags: Option<Box<Reasm>>,
     partial: String,
     ring: VecDeque<String>,
     after_remaining: u16,
@@ -87,8 +105,11 @@ pub struct Worker {
     to_manager: mpsc::Sender<ToManager>,
     ctx: Arc<DecodeCtx>,
     sources: LruCache<SourceId, SourceState>,
-    lines: Vec<String>,
-    /// Heartbeat for the systemd watchdog: last loop time, ms since start.
+    lines: Vec<(String, bool)>,
+    reassemblers: usize,
+    lines_seen: u64,
+    epoch: Instant,
+    /// Heartbeat for the systemd watchdog: [`crate::serve::uptime_ms`] of the last loop.
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -103,13 +124,15 @@ impl Worker {
             sources: LruCache::new(cap),
             ctx,
             lines: Vec::new(),
+            reassemblers: 0,
+            lines_seen: 0,
+            epoch: Instant::now(),
             heartbeat: Arc::default(),
         }
     }
 
     /// Run until the ingest side closes.
     pub async fn run(mut self) {
-        let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -125,12 +148,12 @@ impl Worker {
                         let data = batch.buf.get(item.start..item.start + item.len).unwrap_or_default();
                         self.datagram((item.src, item.local_port), data, now);
                     }
+                    self.ctx.metrics.lines.inc_by(std::mem::take(&mut self.lines_seen));
                     self.ctx.metrics.processed.inc_by(n as u64);
                 }
                 _ = tick.tick() => self.tick(Instant::now()),
             }
-            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.heartbeat.store(ms, std::sync::atomic::Ordering::Relaxed);
+            self.heartbeat.store(crate::serve::uptime_ms(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -147,9 +170,14 @@ impl Worker {
     fn tick(&mut self, now: Instant) {
         let mut confirms = Vec::new();
         let mut expired = 0;
+        let rc = rc_now(self.epoch, now);
         for (id, st) in self.sources.iter_mut() {
-            if !st.frags.is_empty() {
-                expired += st.frags.expire(now);
+            if let Some(r) = st.frags.as_mut() {
+                expired += r.poll(rc);
+                if r.in_flight() == 0 {
+                    st.frags = None;
+                    self.reassemblers = self.reassemblers.saturating_sub(1);
+                }
             }
             if st.fatal_seen && !st.confirmed && now.duration_since(st.last_activity) >= self.ctx.confirm_after_silence {
                 st.confirmed = true;
@@ -172,7 +200,8 @@ impl Worker {
                 node: Arc::new(ctx.node_of(id.0.ip())),
                 ext_seen: false,
                 last_seq: None,
-                frags: Fragments::default(),
+                seen: 0,
+                frags: None,
                 partial: String::new(),
                 ring: VecDeque::with_capacity(ctx.context_before),
                 after_remaining: 0,
@@ -198,9 +227,13 @@ impl Worker {
             metrics.dropped(DropReason::Empty, 1);
             return;
         }
-        if let Some(d) = ext::parse(data) {
-            metrics.decoded(Format::Extended);
-            self.extended(id, d, now);
+        // A prefix of the magic is a report cut short, not console text.
+        if report::is_report(data) || report::MAGIC.starts_with(data) {
+            self.report(id, data, now);
+            return;
+        }
+        if let Ok(repr) = ExtRepr::parse(data) {
+            self.extended(id, &repr, now);
             return;
         }
         if looks_binary(data) {
@@ -225,62 +258,110 @@ impl Worker {
             st.partial.push_str(head);
             let line = ext::clean_line(st.partial.as_bytes(), max_line);
             // Basic targets carry printk's `[ sec.usec] ` stamp: keep the kernel's words only.
-            lines.push(match builtin::strip_stamp(&line) {
+            let line = match builtin::strip_stamp(&line) {
                 s if s.len() == line.len() => line,
                 s => s.to_owned(),
-            });
+            };
+            lines.push((line, true));
             st.partial.clear();
             rest = tail.get(1..).unwrap_or_default();
         }
         st.partial.push_str(rest);
         if st.partial.len() > max_line {
             // A line that never ends: emit what fits, flagged, and resync at the next newline.
-            lines.push(format!("{} [truncated]", ext::clean_line(st.partial.as_bytes(), max_line)));
+            lines.push((format!("{} [truncated]", ext::clean_line(st.partial.as_bytes(), max_line)), true));
             st.partial.clear();
         }
-        for line in lines.drain(..) {
-            self.line(id, line, Origin::NetconsoleBasic);
+        for (line, kernel) in lines.drain(..) {
+            self.line(id, line, kernel, Origin::NetconsoleBasic);
         }
         self.lines = lines;
     }
 
-    fn extended(&mut self, id: SourceId, d: ext::ExtDatagram<'_>, now: Instant) {
+    fn extended(&mut self, id: SourceId, d: &ExtRepr<'_>, now: Instant) {
         let metrics = Arc::clone(&self.ctx.metrics);
-        let timeout = self.ctx.reassembly_timeout;
         let max_line = self.ctx.max_line;
+        let rc = rc_now(self.epoch, now);
+        let timeout = relay_core::Duration(u64::try_from(self.ctx.reassembly_timeout.as_micros()).unwrap_or(u64::MAX));
+        let room = self.reassemblers < MAX_REASSEMBLERS;
         let st = self.state(id, now);
         st.ext_seen = true;
         st.last_activity = now;
         let mut new_boot = false;
+        // Fragments of one record share its seq; the reassembler refuses their duplicates.
+        let whole = d.frag.is_none();
         match st.last_seq {
-            None => st.last_seq = Some(d.seq),
+            None => {
+                st.last_seq = Some(d.seq);
+                st.seen = 1;
+            }
             Some(last) if d.seq > last => {
-                metrics.seq_holes.inc_by(d.seq - last - 1);
+                let jump = d.seq - last;
+                metrics.seq_holes.inc_by(jump - 1);
+                st.seen = if jump >= 64 { 1 } else { (st.seen << jump) | 1 };
                 st.last_seq = Some(d.seq);
             }
             Some(last) if d.seq + REORDER_WINDOW < last || (d.seq == 0 && last > REORDER_WINDOW) => {
                 metrics.seq_resets.inc();
                 st.last_seq = Some(d.seq);
+                st.seen = 1;
                 new_boot = true;
             }
-            Some(_) => {}
-        }
-        let body = match d.frag {
-            None => d.payload.to_vec(),
-            Some((off, total)) => match st.frags.add(d.seq, off, total, d.payload, now + timeout) {
-                (FragResult::Pending, evicted) => {
-                    if evicted {
-                        metrics.reassembly_timeouts.inc();
-                    }
+            Some(last) => {
+                // Late (reordered) or repeated: a record seen before is a network duplicate.
+                let bit = 1u64.checked_shl(u32::try_from(last - d.seq).unwrap_or(u32::MAX)).unwrap_or(0);
+                if whole && st.seen & bit != 0 {
+                    metrics.decoded(Format::Extended);
+                    metrics.seq_duplicates.inc();
                     return;
                 }
-                (FragResult::Complete(b), _) => b,
-                (FragResult::Inconsistent, _) => {
+                st.seen |= bit;
+            }
+        }
+        let kernel = d.facility() == 0;
+        let mut created = false;
+        let body: std::borrow::Cow<'_, [u8]> = if d.frag.is_none() {
+            metrics.decoded(Format::Extended);
+            d.payload.into()
+        } else {
+            if st.frags.is_none() {
+                if !room {
                     metrics.refuse(Refusal::BadFragment);
                     return;
                 }
-            },
+                st.frags = Some(Box::new(Reasm::new(timeout)));
+                created = true;
+            }
+            let Some(r) = st.frags.as_mut() else { return };
+            let evicted_before = r.stats().evicted;
+            // Each datagram is either decoded or refused, never both.
+            let out = match r.push(d, rc) {
+                Ok(Some(whole)) => {
+                    metrics.decoded(Format::Extended);
+                    Some(whole.payload.to_vec())
+                }
+                Ok(None) => {
+                    metrics.decoded(Format::Extended);
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(source = %id.0, "ncfrag refused: {e}");
+                    metrics.refuse(Refusal::BadFragment);
+                    None
+                }
+            };
+            metrics.reassembly_timeouts.inc_by(r.stats().evicted - evicted_before);
+            // Kept while the source sends fragments (allocating 16 KiB per record costs more
+            // than the record); the tick frees idle ones.
+            if created {
+                self.reassemblers += 1;
+            }
+            match out {
+                Some(b) => b.into(),
+                None => return,
+            }
         };
+        let Some(st) = self.sources.get_mut(&id) else { return };
         if new_boot {
             let node = st.node.key.clone();
             st.fatal_seen = false;
@@ -289,16 +370,96 @@ impl Worker {
             self.send(ToManager::NewBoot { node });
         }
         let mut lines = std::mem::take(&mut self.lines);
-        ext::body_lines(&body, max_line, &mut lines);
-        for line in lines.drain(..) {
-            self.line(id, line, Origin::NetconsoleExtended);
+        let mut texts = Vec::new();
+        ext::body_lines(&body, max_line, &mut texts);
+        lines.extend(texts.into_iter().map(|t| (t, kernel)));
+        for (line, kernel) in lines.drain(..) {
+            self.line(id, line, kernel, Origin::NetconsoleExtended);
         }
         self.lines = lines;
     }
 
+    /// A signed relay report: key by the relay id it claims, verify, check freshness.
+    fn report(&mut self, id: SourceId, data: &[u8], now: Instant) {
+        let metrics = Arc::clone(&self.ctx.metrics);
+        let ctx = Arc::clone(&self.ctx);
+        let Some(claimed) = peek_relay_id(data) else {
+            // Not even the relay id decodes: let the verifier name the fault (truncated,
+            // wrong version, or a tag that cannot match an altered body).
+            let why = report::verify(data, &[0; report::KEY_LEN]).err().map_or("malformed", |e| e.name());
+            metrics.refuse_named(why);
+            return;
+        };
+        let Some(relay) = ctx.keyring.iter().find(|r| r.relay_id == claimed) else {
+            metrics.refuse(Refusal::UnknownRelay);
+            if metrics.warn_limiter.allow() {
+                tracing::warn!(source = %id.0, relay = claimed, "report from a relay id not in the keyring");
+            }
+            return;
+        };
+        let rep = match report::verify(data, &relay.key) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics.refuse_named(e.name());
+                if metrics.warn_limiter.allow() {
+                    tracing::warn!(source = %id.0, relay = claimed, "report refused: {e}");
+                }
+                return;
+            }
+        };
+        let fresh = match ctx.freshness.lock() {
+            Ok(mut f) => f.entry(relay.relay_id.clone()).or_default().check(&rep),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = fresh {
+            metrics.refuse_named(e.name());
+            if !e.is_duplicate() && metrics.warn_limiter.allow() {
+                tracing::warn!(source = %id.0, relay = claimed, "report refused: {e}");
+            }
+            return;
+        }
+        metrics.decoded(Format::Report);
+        if rep.node_name != relay.node {
+            tracing::warn!(relay = claimed, report_node = rep.node_name, keyring_node = %relay.node, "report names another node; the keyring wins");
+        }
+        let node = Arc::new(NodeRef {
+            key: format!("node/{}", relay.node),
+            relay_id: Some(relay.relay_id.clone()),
+            keyring_node: Some(relay.node.clone()),
+            trusted: true,
+        });
+        let kind = rep.kind;
+        let detected = Detected {
+            source: id,
+            node,
+            detection: Detection {
+                kind: Some(kind),
+                reason: kind.reason().to_owned(),
+                severity: if kind.is_fatal() { Severity::Fatal } else { Severity::Event },
+            },
+            trigger_line: rep.trigger_line.to_owned(),
+            context_before: Vec::new(),
+            certainty: rep.certainty,
+            origin: Origin::Report {
+                relay_id: relay.relay_id.clone(),
+                boot_counter: rep.boot_counter,
+                sequence: rep.sequence,
+            },
+            trusted: true,
+        };
+        let st = self.state(id, now);
+        st.last_activity = now;
+        // The relay flushed its context ring as netconsole just before the report.
+        let context_before = st.ring.iter().filter(|l| **l != detected.trigger_line).cloned().collect();
+        if st.after_remaining == 0 {
+            st.after_remaining = ctx.context_after;
+        }
+        self.send(ToManager::Detected(Box::new(Detected { context_before, ..detected })));
+    }
+
     /// One console line from source `id`.
-    fn line(&mut self, id: SourceId, line: String, origin: Origin) {
-        self.ctx.metrics.lines.inc();
+    fn line(&mut self, id: SourceId, line: String, kernel: bool, origin: Origin) {
+        self.lines_seen += 1;
         let ctx = Arc::clone(&self.ctx);
         let Some(st) = self.sources.get_mut(&id) else { return };
         let mut out: Vec<ToManager> = Vec::new();
@@ -306,17 +467,20 @@ impl Worker {
             st.after_remaining -= 1;
             out.push(ToManager::After { source: id, line: line.clone() });
         }
-        if builtin::is_boot_banner(&line) {
+        let marker = if kernel { builtin::check(&line) } else { None };
+        if marker == Some(Builtin::Boot) {
             st.fatal_seen = false;
             st.confirmed = false;
             out.push(ToManager::BootBanner { node: st.node.key.clone() });
-        } else if builtin::is_end_marker(&line) && st.fatal_seen && !st.confirmed {
-            st.confirmed = true;
-            out.push(ToManager::Confirm { source: id });
+        } else if marker == Some(Builtin::End) {
+            if st.fatal_seen && !st.confirmed {
+                st.confirmed = true;
+                out.push(ToManager::Confirm { source: id });
+            }
         } else {
             let ring = &st.ring;
             let hist = ctx.rules.history_needed();
-            let detections = ctx.rules.check(&line, || {
+            let detections = ctx.rules.check(&line, kernel, || {
                 ring.iter().skip(ring.len().saturating_sub(hist.saturating_sub(1))).map(String::as_str).collect()
             });
             for det in detections {
@@ -353,6 +517,13 @@ impl Worker {
             self.send(m);
         }
     }
+}
+
+/// The relay id a report claims, read before verification only to pick the key.
+fn peek_relay_id(d: &[u8]) -> Option<&str> {
+    let body = d.get(report::MAGIC.len()..d.len().checked_sub(report::TAG_LEN)?)?;
+    let (r, _) = postcard::take_from_bytes::<report::Report<'_>>(body).ok()?;
+    Some(r.relay_id)
 }
 
 /// Binary garbage: a NUL, or mostly control bytes. Console text is neither.

@@ -38,16 +38,21 @@ impl Rules {
         self.npd.buffer_size
     }
 
-    /// All detections for one line. Fatal built-in kinds come first; NPD rules give their own
-    /// reason (TaskHung, KernelOops, ...); a non-fatal built-in kind is used only when no NPD
-    /// rule matched.
-    pub fn check<'h>(&self, line: &str, history: impl Fn() -> Vec<&'h str>) -> Vec<Detection> {
-        let kind = if self.builtin { builtin::classify(line) } else { None };
+    /// All detections for one line. A fatal built-in match comes alone; NPD rules give their
+    /// own reason (TaskHung, KernelOops, ...); a non-fatal built-in kind is used only when no
+    /// NPD rule matched. `kernel` is false for records that userspace wrote (a non-kernel
+    /// syslog facility): only NPD rules see those, as NPD reads /dev/kmsg.
+    pub fn check<'h>(&self, line: &str, kernel: bool, history: impl Fn() -> Vec<&'h str>) -> Vec<Detection> {
+        let m = match builtin::check(line) {
+            Some(builtin::Builtin::Problem(m)) if self.builtin && kernel => Some(m),
+            _ => None,
+        };
+        let kind = m.map(|m| m.kind);
         let mut out = Vec::new();
-        if let Some(k) = kind.filter(|k| k.is_fatal()) {
+        if let Some(m) = m.filter(|m| m.fatal) {
             out.push(Detection {
-                kind: Some(k),
-                reason: k.reason().to_owned(),
+                kind: Some(m.kind),
+                reason: m.kind.reason().to_owned(),
                 severity: Severity::Fatal,
             });
             return out;

@@ -147,6 +147,14 @@ impl Manager {
         let window_ms = u64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(u64::MAX);
         for e in entries {
             let inc = &e.incident;
+            if inc.after_remaining > 0 {
+                // Lines after the trigger that arrived while we were down are gone; say so
+                // rather than wait for them forever.
+                let r = self.journal.update(inc.id, |e| e.incident.after_remaining = 0);
+                if let Err(err) = r {
+                    tracing::error!(incident = inc.id, "journal update: {err}");
+                }
+            }
             let ns = self.nodes.entry(inc.key.node.clone()).or_default();
             if let Some(bc) = inc.key.boot.strip_prefix("relay/").and_then(|b| b.parse().ok()) {
                 ns.relay_boot = ns.relay_boot.max(Some(bc));
@@ -250,6 +258,15 @@ impl Manager {
         }
         let ns = self.nodes.entry(node_key.clone()).or_default();
         if let Origin::Report { boot_counter, .. } = d.origin {
+            if ns.relay_boot.is_none() {
+                // The first report of this boot: incidents its mirrored netconsole opened
+                // (under the bridge's own boot count) are this boot's.
+                for id in &ns.open {
+                    if let Some(o) = self.open.get_mut(id) {
+                        o.boot = format!("relay/{boot_counter}");
+                    }
+                }
+            }
             if ns.relay_boot.is_some_and(|rb| boot_counter > rb) {
                 ns.boot_gen += 1;
                 for id in ns.open.drain(..) {
@@ -271,8 +288,7 @@ impl Manager {
             .find(|id| self.open.get(id).is_some_and(|o| o.class == class && o.boot == boot && o.opened.elapsed() < window));
         if let Some(id) = existing {
             self.metrics.incident_repeats.inc();
-            let trust = if d.trusted { Some(&d) } else { None };
-            self.upgrade(id, d.certainty, trust);
+            self.upgrade(id, d.certainty, Some(&d));
             return;
         }
         let incident = Incident {
@@ -341,10 +357,12 @@ impl Manager {
 
     /// Fold a repeat into an open incident: count it, raise certainty or trust, and append any
     /// steps the stronger incident now warrants.
-    fn upgrade(&mut self, id: IncidentId, certainty: Certainty, trusted_by: Option<&Detected>) {
+    fn upgrade(&mut self, id: IncidentId, certainty: Certainty, repeat: Option<&Detected>) {
         let Some(o) = self.open.get_mut(&id) else { return };
         let raise_certainty = certainty == Certainty::Confirmed && o.certainty != Certainty::Confirmed;
-        let raise_trust = trusted_by.is_some() && !o.trusted;
+        let raise_trust = repeat.is_some_and(|d| d.trusted) && !o.trusted;
+        // The newest report's counters are journaled: replay protection after a restart.
+        let newer_report = repeat.is_some_and(|d| matches!(d.origin, Origin::Report { .. }));
         if raise_certainty {
             o.certainty = Certainty::Confirmed;
         }
@@ -352,9 +370,9 @@ impl Manager {
             o.trusted = true;
         }
         let (policy, may_delete) = (self.cfg.policy, self.cfg.netconsole_may_delete);
-        let origin = trusted_by.map(|d| d.origin.clone());
+        let origin = repeat.filter(|_| raise_trust || newer_report).map(|d| d.origin.clone());
         let journal = Arc::clone(&self.journal);
-        let is_repeat = !raise_certainty || trusted_by.is_some();
+        let is_repeat = repeat.is_some();
         let updated = tokio::task::block_in_place(|| {
             journal.update(id, |e| {
                 if is_repeat {
@@ -365,9 +383,9 @@ impl Manager {
                 }
                 if raise_trust {
                     e.incident.trusted = true;
-                    if let Some(origin) = origin {
-                        e.incident.origin = origin;
-                    }
+                }
+                if let Some(origin) = origin {
+                    e.incident.origin = origin;
                 }
                 let want = plan(&e.incident, policy, may_delete);
                 let mut added = 0usize;

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub processed: Counter,
     drops: [Counter; 4],
     refusals: [Counter; 7],
+    refusal_family: Family<ReasonLabel, Counter>,
     formats: [Counter; 3],
     /// Console lines decoded.
     pub lines: Counter,
@@ -136,6 +137,8 @@ pub struct Metrics {
     pub seq_holes: Counter,
     /// Sequence resets (the host rebooted or netconsole reloaded).
     pub seq_resets: Counter,
+    /// Extended records received twice (network duplicates), dropped.
+    pub seq_duplicates: Counter,
     /// Incomplete ncfrag messages dropped after the timeout.
     pub reassembly_timeouts: Counter,
     /// Sources evicted from per-source state (least recently seen).
@@ -181,6 +184,8 @@ impl Metrics {
         registry.register("seq_holes", "Missing extended netconsole sequence numbers", seq_holes.clone());
         let seq_resets = Counter::default();
         registry.register("seq_resets", "Extended netconsole sequence resets", seq_resets.clone());
+        let seq_duplicates = Counter::default();
+        registry.register("seq_duplicates", "Extended netconsole records received twice, ignored", seq_duplicates.clone());
         let reassembly_timeouts = Counter::default();
         registry.register("reassembly_timeouts", "Incomplete ncfrag messages dropped", reassembly_timeouts.clone());
         let sources_evicted = Counter::default();
@@ -209,10 +214,12 @@ impl Metrics {
             processed,
             drops,
             refusals,
+            refusal_family: ref_f,
             formats,
             lines,
             seq_holes,
             seq_resets,
+            seq_duplicates,
             reassembly_timeouts,
             sources_evicted,
             sources,
@@ -241,6 +248,11 @@ impl Metrics {
         if let Some(c) = self.refusals.iter().zip(Refusal::ALL).find(|(_, r)| *r == why).map(|(c, _)| c) {
             c.inc();
         }
+    }
+
+    /// Count a refusal by name (relay-core's report refusals: `bad_tag`, `replay`, ...).
+    pub fn refuse_named(&self, name: &str) {
+        self.refusal_family.get_or_create(&ReasonLabel { reason: name.into() }).inc();
     }
 
     /// Count a decoded datagram.

@@ -24,5 +24,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = line.text_str();
     }
     assert_eq!(complete, newlines);
-    assert_eq!(incomplete, usize::from(data.last().is_some_and(|&c| c != b'\n')));
+    assert_eq!(
+        incomplete,
+        usize::from(data.last().is_some_and(|&c| c != b'\n'))
+    );
 });

@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&len_byte, script)) = data.split_first() else {
         return;
     };
-    let text: Vec<u8> = (0..usize::from(len_byte) * 16).map(|i| (i % 251) as u8).collect();
+    let text: Vec<u8> = (0..usize::from(len_byte) * 16)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let rec = ExtRecord {
         release: None,
         prefix: 6,

@@ -7,7 +7,7 @@
 //!   `info_print_ext_header` + `msg_print_ext_body` (printk) and
 //!   `send_ext_msg_udp` (netconsole) byte for byte, fragmentation included.
 
-use super::escape::{escape_byte, needs_escape, Unescape};
+use super::escape::{escape_byte, escaped_len, needs_escape, prefix_len_while, Unescape};
 use super::{
     dec_len, parse_dec, DecodeError, EncodeError, HeaderField, Writer, CONSOLE_EXT_LOG_MAX,
     MAX_PRINT_CHUNK, MAX_RELEASE_LEN,
@@ -160,10 +160,10 @@ fn check(d: &[u8]) -> Result<Layout, DecodeError> {
         payload_end = d.len().saturating_sub(1);
     }
     let payload = d.get(body_start..payload_end).unwrap_or(&[]);
-    if let Some(i) = payload
-        .iter()
-        .position(|&c| c != b'\n' && c != b'\\' && needs_escape(c))
-    {
+    // Printable ASCII, '\' starting an escape, and '\n' between lines.
+    let valid = prefix_len_while(payload, |c| c == b'\n' || (b' '..=b'~').contains(&c));
+    if valid < payload.len() {
+        let i = valid;
         let offset = body_start.saturating_add(i);
         return Err(DecodeError::InvalidByte {
             offset,
@@ -589,20 +589,66 @@ impl<'a> BodyCursor<'a> {
         }
     }
 
-    /// Fill `out` completely (the caller knows enough bytes remain).
+    /// Fill `out` (the caller knows enough bytes remain); returns how many
+    /// bytes were written.
     fn fill(&mut self, out: &mut [u8]) -> usize {
         let mut n = 0usize;
-        for slot in out.iter_mut() {
-            match self.next_byte() {
-                Some(b) => *slot = b,
-                None => break,
+        while let Some(dst) = out.get_mut(n..).filter(|d| !d.is_empty()) {
+            // Fast path: copy a run of bytes printk leaves as they are.
+            if self.pend_at >= self.pend_len {
+                if let Some((raw, _)) = self.segment() {
+                    let rest = raw.get(self.pos..).unwrap_or(&[]);
+                    let room = dst.len().min(self.budget);
+                    let rest = rest.get(..room).unwrap_or(rest);
+                    let run = prefix_len_while(rest, |c| !needs_escape(c));
+                    if let (Some(d), Some(src)) = (dst.get_mut(..run), rest.get(..run)) {
+                        if run > 0 {
+                            d.copy_from_slice(src);
+                            self.pos = self.pos.saturating_add(run);
+                            self.budget = self.budget.saturating_sub(run);
+                            n = n.saturating_add(run);
+                            continue;
+                        }
+                    }
+                    // A whole `\xNN` that fits both `out` and printk's buffer.
+                    if let (Some(&c), Some(d)) = (rest.first(), dst.get_mut(..4)) {
+                        if self.budget > 4 {
+                            let (unit, _) = escape_byte(c);
+                            d.copy_from_slice(&unit);
+                            self.pos = self.pos.saturating_add(1);
+                            self.budget = self.budget.saturating_sub(4);
+                            n = n.saturating_add(4);
+                            continue;
+                        }
+                    }
+                }
             }
-            n = n.wrapping_add(1);
+            match (self.next_byte(), dst.first_mut()) {
+                (Some(b), Some(slot)) => *slot = b,
+                _ => break,
+            }
+            n = n.saturating_add(1);
         }
         n
     }
 
+    /// Length of the whole body, from a fresh cursor.
     fn remaining_len(&self) -> usize {
+        // Without truncation the length is a sum; printk's buffer can only
+        // cut a body longer than the room left (see `next_byte`).
+        let text = escaped_len(self.text).saturating_add(1);
+        let whole = self
+            .dict
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .fold(text, |n, (k, v)| {
+                n.saturating_add(escaped_len(k))
+                    .saturating_add(escaped_len(v))
+                    .saturating_add(3)
+            });
+        if whole <= self.budget {
+            return whole;
+        }
         let mut probe = self.clone();
         let mut n = 0usize;
         while probe.next_byte().is_some() {

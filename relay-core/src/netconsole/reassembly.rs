@@ -4,7 +4,9 @@
 //! Everything is preallocated; nothing allocates. A record that does not
 //! complete within the timeout is dropped ([`Reassembler::poll`]); when all
 //! slots are busy the oldest record is evicted for the new one. Duplicates
-//! and overlapping fragments are refused and counted, never merged.
+//! and overlapping fragments are refused and counted, never merged; so is a
+//! late copy of a fragment whose record already completed (as long as its
+//! slot has not been reused).
 //!
 //! One reassembler serves one sender: keep one per source address.
 
@@ -146,6 +148,9 @@ impl Key {
 #[derive(Clone, Debug)]
 struct Slot<const MAX: usize> {
     busy: bool,
+    /// Free, but remembers the record it completed, so that a late copy of
+    /// one of its fragments is a duplicate rather than a new record.
+    done: bool,
     key: Key,
     total: u32,
     received: usize,
@@ -159,6 +164,7 @@ struct Slot<const MAX: usize> {
 impl<const MAX: usize> Slot<MAX> {
     const EMPTY: Self = Slot {
         busy: false,
+        done: false,
         key: Key {
             release: [0; MAX_RELEASE_LEN],
             release_len: None,
@@ -284,6 +290,11 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
         let key = Key::of(repr).ok_or(ReassemblyError::ReleaseTooLong)?;
         let index = match self.slots.iter().position(|s| s.busy && s.key == key) {
             Some(i) => i,
+            None if self.slots.iter().any(|s| s.done && s.key == key) => {
+                return Err(ReassemblyError::Duplicate {
+                    offset: frag.offset,
+                });
+            }
             None => self.claim(key, frag.total, now)?,
         };
         let slot = self
@@ -319,7 +330,8 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
             .ok_or(ReassemblyError::TooManyFragments)?;
         *range = (offset, len);
         slot.buf
-            .get_mut(offset..end)
+            .get_mut(offset..)
+            .and_then(|b| b.get_mut(..repr.payload.len()))
             .ok_or(ReassemblyError::TooLarge {
                 total: frag.total,
                 max: MAX,
@@ -330,6 +342,7 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
         slot.received = slot.received.saturating_add(len);
         if slot.received == total {
             slot.busy = false;
+            slot.done = true;
             return Ok(Some(index));
         }
         Ok(None)
@@ -337,7 +350,13 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
 
     /// A free slot for a new record, evicting the oldest when none is free.
     fn claim(&mut self, key: Key, total: u32, now: Instant) -> Result<usize, ReassemblyError> {
-        let index = match self.slots.iter().position(|s| !s.busy) {
+        // Unused slots first, then ones that only remember a completed record.
+        let free = self
+            .slots
+            .iter()
+            .position(|s| !s.busy && !s.done)
+            .or_else(|| self.slots.iter().position(|s| !s.busy));
+        let index = match free {
             Some(i) => i,
             None => {
                 let oldest = self
@@ -356,6 +375,7 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
             .get_mut(index)
             .ok_or(ReassemblyError::TooLarge { total, max: MAX })?;
         slot.busy = true;
+        slot.done = false;
         slot.key = key;
         slot.total = total;
         slot.received = 0;
@@ -371,6 +391,7 @@ impl<const SLOTS: usize, const MAX: usize> Reassembler<SLOTS, MAX> {
         for slot in self.slots.iter_mut().filter(|s| s.busy) {
             if now >= slot.started.saturating_add(timeout) {
                 slot.busy = false;
+                slot.done = false;
                 dropped = dropped.saturating_add(1);
             }
         }
