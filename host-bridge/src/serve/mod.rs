@@ -72,7 +72,7 @@ impl AppState {
 
 /// Build the actuator the config asks for. The Kubernetes actuator is provided by
 /// `crate::kube` when that module is present.
-pub fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>> {
+pub async fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>> {
     match cfg.act.actuator {
         ActuatorKind::RecordOnly => {
             if let Some(dir) = v.record_log.parent() {
@@ -81,7 +81,10 @@ pub fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>
             let r = RecordOnly::open(&v.record_log).with_context(|| format!("opening record log {}", v.record_log.display()))?;
             Ok(Arc::new(r))
         }
-        ActuatorKind::Kubernetes => anyhow::bail!("act.actuator = \"kubernetes\" is not available in this build"),
+        ActuatorKind::Kubernetes => {
+            let k = crate::kube::KubeActuator::connect(cfg.kube.clone()).await.map_err(|e| anyhow::anyhow!("[kube]: {e}"))?;
+            Ok(Arc::new(k))
+        }
     }
 }
 
@@ -100,7 +103,7 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
     metrics.pending_steps.set(i64::try_from(pending).unwrap_or(0));
     tracing::info!(path = %v.journal.display(), incidents = entries.len(), pending_steps = pending, "journal open");
 
-    let actuator = actuator(&cfg, &v)?;
+    let actuator = actuator(&cfg, &v).await?;
     let (runner, runner_handle) = Runner::new(
         Arc::clone(&journal),
         actuator,
