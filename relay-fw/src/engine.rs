@@ -28,14 +28,15 @@ pub fn build(cfg: &FwConfig, boot_counter: u32, src_mac: [u8; 6], src_ip: [u8; 4
     let first = match templates.next()? {
         Ok(t) => t,
         Err(e) => {
-            defmt::error!("relay: collector 0 refused: {}", defmt::Debug2Format(&e));
+            let _ = e;
+            defmt::error!("relay: collector 0 refused (address, VLAN or MTU)");
             return None;
         }
     };
     let mut rc = match RelayConfig::new(&cfg.relay_id, &cfg.node_name, cfg.key, boot_counter, first) {
         Ok(rc) => rc,
-        Err(e) => {
-            defmt::error!("relay: config refused: {}", defmt::Debug2Format(&e));
+        Err(_) => {
+            defmt::error!("relay: relay id, node name or collectors refused by relay-core");
             return None;
         }
     };
@@ -57,8 +58,8 @@ pub fn build(cfg: &FwConfig, boot_counter: u32, src_mac: [u8; 6], src_ip: [u8; 4
             defmt::info!("relay: {} for node {}, {} collector(s)", cfg.relay_id.as_str(), cfg.node_name.as_str(), cfg.collectors.len());
             Some(r)
         }
-        Err(e) => {
-            defmt::error!("relay: config refused: {}", defmt::Debug2Format(&e));
+        Err(_) => {
+            defmt::error!("relay: configuration refused by relay-core");
             None
         }
     }

@@ -17,7 +17,7 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, Timer};
 
-use crate::arp;
+use crate::{arp, measure};
 use crate::board::{ConsoleInput, HostSignals, PersistentStore};
 use crate::config::{FwConfig, Ipv4Setup, BLOB_MAX, MAX_COLLECTORS};
 use crate::engine::{self, Engine};
@@ -69,6 +69,11 @@ struct State {
     engine: Option<Engine>,
     console_bytes: u64,
     dropped_before_ready: u64,
+    /// Stamp of the console byte that completed the latest trigger line,
+    /// until the first frame and the first report after it are sent.
+    trigger_stamp: Option<u32>,
+    first_frame_pending: bool,
+    frames_since_trigger: u32,
 }
 
 /// The relay state machine shared by the tasks, plus the signal that makes
@@ -87,7 +92,7 @@ impl RelayCell {
             Ipv4Setup::Dhcp => None,
         };
         Self {
-            state: Mutex::new(RefCell::new(State { cfg, boot, mac, engine, console_bytes: 0, dropped_before_ready: 0 })),
+            state: Mutex::new(RefCell::new(State { cfg, boot, mac, engine, console_bytes: 0, dropped_before_ready: 0, trigger_stamp: None, first_frame_pending: false, frames_since_trigger: 0 })),
             kick: Signal::new(),
         }
     }
@@ -107,7 +112,15 @@ pub async fn console(mut input: impl ConsoleInput, relay: &RelayCell) -> ! {
         relay.with(|s| {
             s.console_bytes = s.console_bytes.wrapping_add(n as u64);
             match &mut s.engine {
-                Some(e) => e.handle_console(bytes, t),
+                Some(e) => {
+                    let triggers = e.stats().triggers;
+                    e.handle_console(bytes, t);
+                    if e.stats().triggers != triggers {
+                        s.trigger_stamp = input.last_byte_stamp();
+                        s.frames_since_trigger = 0;
+                        s.first_frame_pending = s.trigger_stamp.is_some();
+                    }
+                }
                 None => s.dropped_before_ready = s.dropped_before_ready.wrapping_add(n as u64),
             }
         });
@@ -119,13 +132,23 @@ pub async fn console(mut input: impl ConsoleInput, relay: &RelayCell) -> ! {
 pub async fn host_signals(mut signals: impl HostSignals, relay: &RelayCell) -> ! {
     loop {
         let sig = signals.next().await;
-        defmt::info!("host signal: {}", defmt::Debug2Format(&sig));
+        defmt::info!("host signal: {=str}", signal_name(sig));
         let t = now();
         relay.with(|s| match &mut s.engine {
             Some(e) => e.handle_signal(sig, t),
             None => defmt::warn!("host signal before the relay has an address: dropped"),
         });
         relay.kick.signal(());
+    }
+}
+
+fn signal_name(sig: relay_core::detect::HostSignal) -> &'static str {
+    use relay_core::detect::HostSignal as S;
+    match sig {
+        S::PowerLost => "power lost",
+        S::PowerRestored => "power restored",
+        S::Caterr => "CATERR",
+        S::WatchdogExpired => "watchdog expired",
     }
 }
 
@@ -138,7 +161,10 @@ pub async fn relay<D: Driver>(nic: &SharedNic<D>, relay: &RelayCell) -> ! {
             let t = now();
             let n = relay.with(|s| s.engine.as_mut().and_then(|e| e.poll_transmit(t, &mut frame)));
             match n.and_then(|n| frame.get(..n)) {
-                Some(f) => nic.send(f).await,
+                Some(f) => {
+                    nic.send(f).await;
+                    log_latency(relay, measure::udp_payload(f).is_some_and(relay_core::report::is_report));
+                }
                 None => break,
             }
         }
@@ -149,6 +175,28 @@ pub async fn relay<D: Driver>(nic: &SharedNic<D>, relay: &RelayCell) -> ! {
             None => relay.kick.wait().await,
         }
     }
+}
+
+/// Log trigger-to-wire latency once per trigger (see [`measure`]).
+fn log_latency(relay: &RelayCell, is_report: bool) {
+    let Some(now) = measure::stamp() else { return };
+    relay.with(|s| {
+        let Some(t0) = s.trigger_stamp else { return };
+        s.frames_since_trigger = s.frames_since_trigger.wrapping_add(1);
+        if s.first_frame_pending {
+            // the context flush or the trigger line itself, whichever is first
+            defmt::info!("latency: trigger line to first frame on the NIC: {} ns", measure::elapsed_ns(t0, now));
+            s.first_frame_pending = false;
+        }
+        if is_report {
+            defmt::info!(
+                "latency: trigger line to first report on the NIC: {} ns, frame {} after the trigger",
+                measure::elapsed_ns(t0, now),
+                s.frames_since_trigger
+            );
+            s.trigger_stamp = None;
+        }
+    });
 }
 
 /// ARP task body: find each collector's next hop (the collector itself on

@@ -133,12 +133,16 @@ pub struct BootOptions {
     pub workdir: Option<PathBuf>,
     /// Record every frame on the NIC in `nic.pcap` in the working directory.
     pub pcap: bool,
+    /// Run with `-icount shift=0`: the virtual clock advances one nanosecond
+    /// per guest instruction, so the board's latency stamps count
+    /// instructions (deterministically, whatever the host's load).
+    pub icount: bool,
 }
 
 impl BootOptions {
     /// Defaults for a tap name.
     pub fn new(tap: &str) -> Self {
-        Self { tap: tap.into(), mac: RELAY_MAC.into(), workdir: None, pcap: true }
+        Self { tap: tap.into(), mac: RELAY_MAC.into(), workdir: None, pcap: true, icount: false }
     }
 }
 
@@ -193,6 +197,9 @@ impl Board {
             .args(["-serial", "chardev:con", "-serial", "file:defmt.bin", "-serial", "chardev:sig"])
             .arg("-nic")
             .arg(format!("tap,id=n0,ifname={},script=no,downscript=no,mac={}", opts.tap, opts.mac));
+        if opts.icount {
+            cmd.args(["-icount", "shift=0"]);
+        }
         if opts.pcap {
             cmd.args(["-object", "filter-dump,id=f0,netdev=n0,file=nic.pcap"]);
         }
@@ -343,6 +350,9 @@ pub struct Decoded {
     pub reports: Vec<OwnedReport>,
     /// Datagrams that did not decode or verify, with why.
     pub refused: Vec<String>,
+    /// Extended-netconsole datagrams received more than once (same record
+    /// and fragment offset).
+    pub duplicates: usize,
 }
 
 /// Decode datagrams as a collector would: structured reports (verified with
@@ -373,7 +383,12 @@ pub fn decode_datagrams(datagrams: &[Vec<u8>], key: &[u8; 32]) -> Decoded {
         match ExtRepr::parse(dg) {
             Ok(r) => {
                 let off = r.frag.map_or(0, |f| f.offset);
-                pieces.entry(r.seq).or_default().push((off, r.payload.to_vec()));
+                let p = pieces.entry(r.seq).or_default();
+                if p.iter().any(|(o, _)| *o == off) {
+                    d.duplicates += 1;
+                } else {
+                    p.push((off, r.payload.to_vec()));
+                }
             }
             Err(e) => d.refused.push(format!("netconsole datagram refused: {e:?}: {:?}", String::from_utf8_lossy(dg))),
         }

@@ -89,7 +89,7 @@ fn paced_panic_log_arrives_whole_and_signed() {
             "line {seq}"
         );
     }
-    eprintln!("paced: {} lines, {} report copies", d.lines.len(), d.reports.len());
+    eprintln!("paced: {} lines, {} duplicates, {} report copies", d.lines.len(), d.duplicates, d.reports.len());
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn burst_panic_log_still_gets_the_report_out() {
         d.lines.values().any(|t| String::from_utf8_lossy(t).contains(TRIGGER)),
         "the trigger line was sent"
     );
-    eprintln!("burst: {} of {} lines, {} report copies", d.lines.len(), want.len(), d.reports.len());
+    eprintln!("burst: {} of {} lines, {} duplicates, {} report copies", d.lines.len(), want.len(), d.duplicates, d.reports.len());
 }
 
 #[test]

@@ -36,6 +36,43 @@ pub struct Args {
     /// Sending threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The bridge's HTTP address: after sending, wait for it to drain and report its
+    /// counters (received, processed, drops) next to the kernel's UDP receive-buffer drops.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+}
+
+/// `RcvbufErrors` of /proc/net/snmp (Udp) plus Udp6's: datagrams the kernel dropped because a
+/// socket's receive buffer was full.
+fn kernel_udp_drops() -> u64 {
+    let read = |path: &str, prefix: &str| -> u64 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if path.ends_with("snmp6") {
+            return text.lines().find(|l| l.starts_with("Udp6RcvbufErrors")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+        }
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+        let (Some(head), Some(vals)) = (lines.next(), lines.next()) else { return 0 };
+        head.split_whitespace().zip(vals.split_whitespace()).find(|(h, _)| *h == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    };
+    read("/proc/net/snmp", "Udp:") + read("/proc/net/snmp6", "Udp6")
+}
+
+fn bridge_metrics(addr: SocketAddr) -> Result<std::collections::HashMap<String, f64>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("lastgasp_bridge_")) {
+        let mut it = line.split_whitespace();
+        if let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<f64>().ok())) {
+            let base = k.split('{').next().unwrap_or(k).to_string();
+            *out.entry(base).or_insert(0.0) += v;
+            out.insert(k.to_string(), v);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +109,28 @@ struct Sender {
     sock: UdpSocket,
     seq: u64,
     rng: u64,
+    batch: Vec<Vec<u8>>,
+}
+
+/// Datagrams per sendmmsg(2): the generator must outrun the bridge on the same 2 cores.
+const BATCH: usize = 32;
+
+fn sendmmsg(sock: &UdpSocket, msgs: &[Vec<u8>]) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut iovs: Vec<libc::iovec> = msgs.iter().map(|m| libc::iovec { iov_base: m.as_ptr() as *mut libc::c_void, iov_len: m.len() }).collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: plain C struct; all-zero is a valid empty header (connected socket).
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: hdrs/iovs point into msgs, alive for the call.
+    let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, 0) };
+    usize::try_from(r).unwrap_or(0)
 }
 
 impl Sender {
@@ -92,8 +151,27 @@ impl Sender {
         }
     }
 
-    /// Send one pick of the mix; returns datagrams sent.
+    /// Queue one pick of the mix; flushes a full batch; returns datagrams sent.
     fn send(&mut self, mix: Mix, line_len: usize, buf: &mut Vec<u8>) -> u64 {
+        self.build(mix, line_len, buf);
+        if self.batch.len() >= BATCH {
+            return self.flush();
+        }
+        0
+    }
+
+    fn flush(&mut self) -> u64 {
+        let n = sendmmsg(&self.sock, &self.batch);
+        self.batch.clear();
+        n as u64
+    }
+
+    fn push(&mut self, d: &[u8]) -> u64 {
+        self.batch.push(d.to_vec());
+        1
+    }
+
+    fn build(&mut self, mix: Mix, line_len: usize, buf: &mut Vec<u8>) -> u64 {
         let total = mix.ext + mix.basic + mix.frag + mix.garbage;
         let pick = (self.next_rand() % u64::from(total)) as u32;
         buf.clear();
@@ -103,12 +181,12 @@ impl Sender {
             buf.extend_from_slice(format!("6,{},{ts},-;", self.seq).as_bytes());
             self.text(line_len, buf);
             buf.push(b'\n');
-            u64::from(self.sock.send(buf).is_ok())
+            self.push(&buf.clone())
         } else if pick < mix.ext + mix.basic {
             buf.extend_from_slice(format!("[{:>5}.{:06}] ", ts / 1_000_000, ts % 1_000_000).as_bytes());
             self.text(line_len, buf);
             buf.push(b'\n');
-            u64::from(self.sock.send(buf).is_ok())
+            self.push(&buf.clone())
         } else if pick < mix.ext + mix.basic + mix.frag {
             let mut body = Vec::new();
             self.text(1400, &mut body);
@@ -120,7 +198,7 @@ impl Sender {
                 buf.clear();
                 buf.extend_from_slice(format!("6,{},{ts},-,ncfrag={off}/{total};", self.seq).as_bytes());
                 buf.extend_from_slice(piece);
-                n += u64::from(self.sock.send(buf).is_ok());
+                n += self.push(&buf.clone());
             }
             n
         } else {
@@ -128,7 +206,7 @@ impl Sender {
                 buf.extend_from_slice(&self.next_rand().to_le_bytes());
             }
             buf[0] = 0; // NUL: never console text
-            u64::from(self.sock.send(buf).is_ok())
+            self.push(&buf.clone())
         }
     }
 }
@@ -149,8 +227,10 @@ pub fn run(a: Args) -> Result<()> {
         };
         let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding sender {i} on {ip}"))?;
         sock.connect(a.to)?;
-        senders[i % threads].push(Sender { sock, seq: 0, rng: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) });
+        senders[i % threads].push(Sender { sock, seq: 0, rng: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1), batch: Vec::with_capacity(BATCH) });
     }
+    let before = a.metrics.map(bridge_metrics).transpose()?;
+    let kernel_before = kernel_udp_drops();
     let sent = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs_f64(a.duration);
     let per_thread_rate = a.rate as f64 / threads as f64;
@@ -175,12 +255,15 @@ pub fn run(a: Args) -> Result<()> {
                             continue;
                         }
                     }
-                    for _ in 0..32 {
-                        let n = group.len();
-                        let s = &mut group[k % n];
-                        k = k.wrapping_add(1);
+                    let n = group.len();
+                    let s = &mut group[k % n];
+                    k = k.wrapping_add(1);
+                    for _ in 0..BATCH {
                         mine += s.send(mix, line_len, &mut buf);
                     }
+                }
+                for s in &mut group {
+                    mine += s.flush();
                 }
                 sent.fetch_add(mine, Ordering::Relaxed);
             })
@@ -196,5 +279,29 @@ pub fn run(a: Args) -> Result<()> {
         n as f64 / elapsed,
         a.mix
     );
+    if let (Some(addr), Some(before)) = (a.metrics, before) {
+        // Wait until the bridge has handled all it received (its counters stop moving).
+        let get = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+        let mut last = -1.0;
+        let after = loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let m = bridge_metrics(addr)?;
+            let done = get(&m, "lastgasp_bridge_datagrams_processed_total") + get(&m, "lastgasp_bridge_drops_total");
+            if done == last {
+                break m;
+            }
+            last = done;
+        };
+        let received = get(&after, "lastgasp_bridge_datagrams_total");
+        println!(
+            "{{\"bridge_received\": {received}, \"bridge_processed\": {}, \"bridge_drops\": {}, \"bridge_queue_full\": {}, \"socket_drops\": {}, \"lost_before_socket\": {}, \"processed_rate\": {:.0}}}",
+            get(&after, "lastgasp_bridge_datagrams_processed_total"),
+            get(&after, "lastgasp_bridge_drops_total"),
+            get(&after, "lastgasp_bridge_drops_total{reason=\"queue_full\"}"),
+            kernel_udp_drops().saturating_sub(kernel_before),
+            n as f64 - received,
+            get(&after, "lastgasp_bridge_datagrams_processed_total") / elapsed,
+        );
+    }
     Ok(())
 }

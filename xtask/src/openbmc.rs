@@ -20,11 +20,6 @@ use std::process::Command;
 pub const TARGET: &str = "armv7-unknown-linux-gnueabihf";
 /// The binary's name.
 const BIN: &str = "lastgasp-bmc-relay";
-/// apt packages this task needs (besides the firmware toolchain's); for
-/// `cargo xtask setup`'s list.
-#[allow(dead_code)]
-pub const APT_PACKAGES: &[&str] = &["gcc-arm-linux-gnueabihf", "libc6-dev-armhf-cross", "qemu-user"];
-
 /// Options of `openbmc`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,6 +34,11 @@ pub struct Args {
 /// The cross-built, stripped binary.
 pub fn binary_path() -> PathBuf {
     root().join("target/cross").join(TARGET).join("bmc").join(BIN)
+}
+
+/// What CI runs: the armv7 cross-build, checked under qemu-arm.
+pub fn ci() -> Result<()> {
+    run(Args { action: "check".into(), dbus: false })
 }
 
 /// Run `openbmc build|check`.

@@ -20,6 +20,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces and tap devices for the tests"),
     ("iputils-ping", "pings the relay from the test's namespace"),
     ("valgrind", "callgrind instruction counts for the no_std benchmarks"),
+    ("gcc-arm-linux-gnueabihf", "links the OpenBMC relay for armv7 BMCs"),
+    ("libc6-dev-armhf-cross", "armhf glibc for that link"),
+    ("qemu-user", "runs the armv7 OpenBMC relay in its tests (qemu-arm)"),
+    ("dbus", "a private dbus-daemon for the OpenBMC relay's D-Bus tests"),
 ];
 
 /// Options of `setup`.

@@ -21,6 +21,7 @@ pub fn run(a: Args) -> Result<()> {
     for board in crate::fw::boards() {
         crate::fw::build(&board)?;
     }
+    crate::openbmc::ci()?;
     sh(Command::new("cargo")
         .current_dir(root())
         .env("LASTGASP_REQUIRE_QEMU", "1")

@@ -107,6 +107,7 @@ pub struct Worker {
     sources: LruCache<SourceId, SourceState>,
     lines: Vec<(String, bool)>,
     reassemblers: usize,
+    lines_seen: u64,
     epoch: Instant,
     /// Heartbeat for the systemd watchdog: [`crate::serve::uptime_ms`] of the last loop.
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -124,6 +125,7 @@ impl Worker {
             ctx,
             lines: Vec::new(),
             reassemblers: 0,
+            lines_seen: 0,
             epoch: Instant::now(),
             heartbeat: Arc::default(),
         }
@@ -146,6 +148,7 @@ impl Worker {
                         let data = batch.buf.get(item.start..item.start + item.len).unwrap_or_default();
                         self.datagram((item.src, item.local_port), data, now);
                     }
+                    self.ctx.metrics.lines.inc_by(std::mem::take(&mut self.lines_seen));
                     self.ctx.metrics.processed.inc_by(n as u64);
                 }
                 _ = tick.tick() => self.tick(Instant::now()),
@@ -317,9 +320,9 @@ impl Worker {
         }
         let kernel = d.facility() == 0;
         let mut created = false;
-        let body: Vec<u8> = if d.frag.is_none() {
+        let body: std::borrow::Cow<'_, [u8]> = if d.frag.is_none() {
             metrics.decoded(Format::Extended);
-            d.payload.to_vec()
+            d.payload.into()
         } else {
             if st.frags.is_none() {
                 if !room {
@@ -348,17 +351,13 @@ impl Worker {
                 }
             };
             metrics.reassembly_timeouts.inc_by(r.stats().evicted - evicted_before);
-            let idle = r.in_flight() == 0;
-            if idle {
-                st.frags = None;
-            }
-            match (created, idle) {
-                (true, false) => self.reassemblers += 1,
-                (false, true) => self.reassemblers = self.reassemblers.saturating_sub(1),
-                _ => {}
+            // Kept while the source sends fragments (allocating 16 KiB per record costs more
+            // than the record); the tick frees idle ones.
+            if created {
+                self.reassemblers += 1;
             }
             match out {
-                Some(b) => b,
+                Some(b) => b.into(),
                 None => return,
             }
         };
@@ -460,7 +459,7 @@ impl Worker {
 
     /// One console line from source `id`.
     fn line(&mut self, id: SourceId, line: String, kernel: bool, origin: Origin) {
-        self.ctx.metrics.lines.inc();
+        self.lines_seen += 1;
         let ctx = Arc::clone(&self.ctx);
         let Some(st) = self.sources.get_mut(&id) else { return };
         let mut out: Vec<ToManager> = Vec::new();
