@@ -7,3 +7,6 @@ pub mod netns;
 pub mod qemu;
 /// A real Linux host (Debian's kernel, busybox initramfs) in qemu-system-x86_64.
 pub mod linux_host;
+/// The end-to-end story (relay, bridge, API server, real Linux host), shared
+/// by the demo and the e2e tests.
+pub mod scenario;

@@ -507,6 +507,7 @@ struct SerialState {
     chunks: Vec<(usize, Instant)>,
     closed: bool,
     sink_errors: u64,
+    sink_dropped: u64,
 }
 
 /// Everything the host wrote to `ttyS0`, with arrival times.
@@ -539,6 +540,11 @@ impl SerialLog {
     /// How many writes to the sink failed.
     pub fn sink_errors(&self) -> u64 {
         self.lock().sink_errors
+    }
+
+    /// Bytes the sink lost because it could not keep up (its queue was full).
+    pub fn sink_dropped(&self) -> u64 {
+        self.lock().sink_dropped
     }
 
     /// When the first occurrence of `needle` at or after byte `from` left
@@ -917,13 +923,38 @@ impl Drop for LinuxHost {
     }
 }
 
-/// Read the UART until QEMU closes it: keep, time-stamp and copy every chunk.
+/// Chunks of serial output queued for the sink, at most.
+const SINK_QUEUE: usize = 1024;
+
+/// Read the UART until QEMU closes it: keep, time-stamp and hand every
+/// chunk to the sink's own thread. A sink that cannot keep up (a relay UART
+/// that overruns) loses chunks, counted, and never stalls the host.
 fn pump(
     mut from: UnixStream,
     log: Arc<SerialLog>,
-    mut sink: Option<SerialSink>,
+    sink: Option<SerialSink>,
     mut file: Option<std::fs::File>,
 ) {
+    let (tx, sink_thread) = match sink {
+        Some(mut sink) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SINK_QUEUE);
+            let log = Arc::clone(&log);
+            let t = std::thread::Builder::new()
+                .name("ttyS0-sink".into())
+                .spawn(move || {
+                    for chunk in rx {
+                        if sink.write_all(&chunk).is_err() {
+                            log.lock().sink_errors += 1;
+                        }
+                    }
+                });
+            match t {
+                Ok(t) => (Some(tx), Some(t)),
+                Err(_) => (None, None),
+            }
+        }
+        None => (None, None),
+    };
     let mut buf = [0u8; 4096];
     loop {
         match from.read(&mut buf) {
@@ -931,9 +962,9 @@ fn pump(
             Ok(n) => {
                 let at = Instant::now();
                 let chunk = &buf[..n];
-                if let Some(s) = sink.as_mut() {
-                    if s.write_all(chunk).is_err() {
-                        log.lock().sink_errors += 1;
+                if let Some(tx) = &tx {
+                    if tx.try_send(chunk.to_vec()).is_err() {
+                        log.lock().sink_dropped += n as u64;
                     }
                 }
                 log.push(chunk, at);
@@ -944,6 +975,10 @@ fn pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
+    }
+    drop(tx);
+    if let Some(t) = sink_thread {
+        let _ = t.join();
     }
     log.close();
 }

@@ -236,6 +236,12 @@ impl Board {
         }
     }
 
+    /// A second handle on the console UART's socket, for a pump that feeds
+    /// it (a real host's serial output, in the end-to-end tests).
+    pub fn console_writer(&self) -> std::io::Result<UnixStream> {
+        self.console.try_clone()
+    }
+
     /// Send one host-signal code byte (see the board's signals.rs).
     pub fn signal(&mut self, code: u8) {
         self.signals.write_all(&[code]).expect("signal socket");

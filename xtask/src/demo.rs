@@ -1,17 +1,47 @@
-//! `cargo xtask demo`: the main job.
-use anyhow::Result;
+//! `cargo xtask demo`: the main job. Installs what is missing (`setup`),
+//! then runs the `lastgasp-demo` binary of the tests crate: the relay
+//! firmware on an emulated BMC (qemu mps2-an386), a real Linux host wired to
+//! its UART, an in-process Kubernetes API server and host-bridge; the host
+//! panics and the demo prints the timeline from the kernel's panic line to
+//! the Node's KernelPanic condition, its taint and each Pod's reason.
+use crate::util::{root, run as sh};
+use anyhow::{bail, Result};
+use std::process::Command;
 
 /// Options of `demo`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Do not run `setup` first (the machine is known to be ready).
+    #[arg(long)]
+    pub no_setup: bool,
+    /// After the panic, power-cycle the host and watch the bridge clear the
+    /// Node's condition and taint when it comes back.
+    #[arg(long)]
+    pub recover: bool,
+}
 
-/// Until the end-to-end issue lands, say what the demo will be.
-pub fn run(_a: Args) -> Result<()> {
-    println!(
-        "lastgasp demo (not yet assembled): it will boot the relay firmware on an emulated BMC\n\
-         (qemu mps2-an386), a real Linux host wired to its UART, an in-process Kubernetes API\n\
-         server and host-bridge, panic the host, and print the timeline from the kernel's panic\n\
-         line to the Node's KernelPanic condition and taint."
-    );
-    Ok(())
+/// Install what is missing, then run the demo.
+pub fn run(a: Args) -> Result<()> {
+    if !a.no_setup {
+        eprintln!("xtask demo: checking the machine (cargo xtask setup)");
+        crate::setup::run(crate::setup::Args { check: false })?;
+    }
+    let uid = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("the demo creates a network namespace and taps: run it as root (sudo -E cargo xtask demo)");
+    }
+    eprintln!("xtask demo: building the demo (first time: a few minutes)");
+    sh(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "-q",
+        "-p",
+        "lastgasp-tests",
+        "--bin",
+        "lastgasp-demo",
+    ]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), Into::into);
+    sh(&mut Command::new(
+        target.join("debug").join("lastgasp-demo"),
+    ))
 }

@@ -19,6 +19,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the init of that host's initramfs"),
     ("iproute2", "network namespaces and tap devices for the tests"),
     ("iputils-ping", "pings the relay from the test's namespace"),
+    ("nftables", "random loss on the relay's link in the e2e loss test (the kernel may lack sch_netem)"),
     ("valgrind", "callgrind instruction counts for the no_std benchmarks"),
     ("gcc-arm-linux-gnueabihf", "links the OpenBMC relay for armv7 BMCs"),
     ("libc6-dev-armhf-cross", "armhf glibc for that link"),
