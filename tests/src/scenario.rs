@@ -282,7 +282,7 @@ impl Rig {
             rig.boot_relay()?;
         }
         if opts.host {
-            progress("booting the Linux host (TCG, about 15-40 s)");
+            progress("starting the Linux host VM");
             rig.boot_host(opts.host_mode)?;
         }
         Ok(rig)
@@ -634,7 +634,7 @@ addresses = ["{relay_ip}"]
                     } else {
                         "untrusted"
                     },
-                    origin_text(&i["origin"]),
+                    sender_text(i),
                     i["trigger_line"].as_str().unwrap_or("")
                 );
                 self.step("bridge", what);
@@ -959,24 +959,13 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn origin_text(o: &Value) -> String {
-    match o {
-        Value::String(s) => s.clone(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Object(inner) => {
-                    let fields: Vec<String> = inner
-                        .iter()
-                        .map(|(a, b)| format!("{a}={}", b.to_string().trim_matches('"')))
-                        .collect();
-                    format!("{k} {}", fields.join(" "))
-                }
-                other => format!("{k} {}", other.to_string().trim_matches('"')),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
+/// Who an incident came from: the relay (signed report) or an address.
+fn sender_text(i: &Value) -> String {
+    let hint = &i["hint"];
+    let source = hint["source"].as_str().unwrap_or("?");
+    match hint["relay_id"].as_str() {
+        Some(relay) => format!("relay {relay}'s signed report via {source}"),
+        None => format!("netconsole from {source}"),
     }
 }
 

@@ -160,9 +160,9 @@ fn direct_netconsole_path() {
         "the host's address is allow-listed: {incident:#}"
     );
     assert!(
-        incident["incident"]["origin"]
-            .to_string()
-            .contains(lastgasp_tests::scenario::HOST_IP),
+        incident["incident"]["hint"]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("{}:", lastgasp_tests::scenario::HOST_IP))),
         "the incident should come from the host's own address: {incident:#}"
     );
     for (pod, reason, _) in &acted.pods {

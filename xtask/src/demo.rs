@@ -41,7 +41,9 @@ pub fn run(a: Args) -> Result<()> {
     ]))?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), Into::into);
-    sh(&mut Command::new(
-        target.join("debug").join("lastgasp-demo"),
-    ))
+    let mut demo = Command::new(target.join("debug").join("lastgasp-demo"));
+    if a.recover {
+        demo.arg("--recover");
+    }
+    sh(&mut demo)
 }
