@@ -200,6 +200,7 @@ fn hang_without_panic_is_an_event_only() {
         );
         host.freeze().unwrap_or_else(|e| panic!("{e}"));
     }
+    let frozen_len = ok(rig.host()).serial().len();
     rig.step("host", "VM frozen (QEMU monitor: stop)");
     ok(rig.relay()).signal(b'W');
     rig.step("relay", "board raises the host watchdog signal");
@@ -225,6 +226,16 @@ fn hang_without_panic_is_an_event_only() {
         "no HostWatchdogExpired Event on the Node: {events:?}"
     );
     std::thread::sleep(Duration::from_secs(3));
+    let host = ok(rig.host());
+    let status = host
+        .monitor("info status")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.contains("paused"), "info status: {status}");
+    assert_eq!(
+        host.serial().len(),
+        frozen_len,
+        "a frozen host kept writing to its UART"
+    );
     let node = ok(rig.node_now());
     let taints = node
         .spec
@@ -361,8 +372,10 @@ fn loss_30_percent_still_acted_on() {
         .unwrap_or(10);
     let (delivered, lat, rig) = trials(Some(30), n);
     let dropped = rig.loss_dropped().unwrap_or(0);
+    let received = rig.bridge_datagrams().unwrap_or(0);
+    let measured_loss = 100.0 * dropped as f64 / (dropped + received).max(1) as f64;
     eprintln!(
-        "DELIVERY with 30% loss: {delivered}/{n} incidents acted on ({:.2}%), {dropped} datagrams dropped; p50 {:?} p99 {:?}",
+        "DELIVERY with 30% loss: {delivered}/{n} incidents acted on ({:.2}%); datagrams: {dropped} dropped, {received} received ({measured_loss:.1}% measured loss); p50 {:?} p99 {:?}",
         100.0 * delivered as f64 / n as f64,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
