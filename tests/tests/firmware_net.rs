@@ -30,7 +30,14 @@ fn relay_answers_arp_and_ping() {
         }
     };
     assert!(out.contains("3 received"), "{out}");
-    assert_eq!(ns.neighbour(TAP, RELAY_IP).as_deref(), Some(RELAY_MAC), "ARP resolved the relay's MAC");
+    assert_eq!(
+        ns.neighbour(TAP, RELAY_IP).as_deref(),
+        Some(RELAY_MAC),
+        "ARP resolved the relay's MAC"
+    );
     let log = board.defmt_log();
-    assert!(log.contains("lan9118: id 01180001"), "driver probed the chip:\n{log}");
+    assert!(
+        log.contains("lan9118: id 01180001"),
+        "driver probed the chip:\n{log}"
+    );
 }
