@@ -120,7 +120,8 @@ impl NetNs {
         self.within(move || UdpSocket::bind(addr))
     }
 
-    /// `ping -c count` from the namespace; Ok(output) when every echo came back.
+    /// `ping -c count` from the namespace; Ok(output) when at least one echo
+    /// came back (ping's own exit status), so callers count the replies.
     pub fn ping(&self, ip: &str, count: u32) -> Result<String, NsError> {
         let out = run(self
             .command("ping")
