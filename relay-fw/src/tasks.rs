@@ -105,8 +105,13 @@ impl RelayCell {
 /// Console task body: feed every byte from the host's console to the relay.
 pub async fn console(mut input: impl ConsoleInput, relay: &RelayCell) -> ! {
     let mut buf = [0u8; 256];
+    let mut lost = 0;
     loop {
         let n = input.read(&mut buf).await;
+        if input.lost() != lost {
+            lost = input.lost();
+            defmt::warn!("console: {} bytes lost to receive overruns since boot", lost);
+        }
         let bytes = buf.get(..n).unwrap_or_default();
         let t = now();
         relay.with(|s| {
@@ -156,7 +161,13 @@ fn signal_name(sig: relay_core::detect::HostSignal) -> &'static str {
 /// NIC, then sleep until its next deadline or new input.
 pub async fn relay<D: Driver>(nic: &SharedNic<D>, relay: &RelayCell) -> ! {
     let mut frame = [0u8; FRAME_MAX];
+    let mut losses = (0, 0);
     loop {
+        let now_losses = relay.with(|s| s.engine.as_ref().map(|e| (e.stats().lines_lost, e.stats().tx_errors)));
+        if let Some(l) = now_losses.filter(|l| *l != losses) {
+            losses = l;
+            defmt::warn!("relay: {} console lines lost (mirror behind), {} frames not built, since boot", l.0, l.1);
+        }
         loop {
             let t = now();
             let n = relay.with(|s| s.engine.as_mut().and_then(|e| e.poll_transmit(t, &mut frame)));

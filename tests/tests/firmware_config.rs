@@ -89,3 +89,73 @@ fn corrupt_stored_config_is_refused_and_the_builtin_one_used() {
     let r = power_loss_report(&mut board, &sock);
     assert_eq!(r.relay_id, "qemu-relay-1");
 }
+
+/// A DHCP server (busybox udhcpd) inside the namespace, stopped on drop.
+struct Udhcpd(std::process::Child);
+
+impl Drop for Udhcpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dhcp_configured_relay_gets_a_lease_and_reports_from_it() {
+    if !available("firmware_config::dhcp_configured_relay_gets_a_lease_and_reports_from_it") {
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        // busybox-static is one of `cargo xtask setup`'s packages
+        assert!(std::env::var("LASTGASP_REQUIRE_QEMU").as_deref() != Ok("1"), "busybox missing");
+        eprintln!("SKIPPED dhcp test: /bin/busybox missing (package busybox-static)");
+        return;
+    }
+    let text = board_toml().replace("address = \"10.42.0.2/24\"", "address = \"dhcp\"");
+    let cfg = FwConfig::from_toml(&text).expect("dhcp config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("lastgasp-config.bin"), blob(&cfg)).expect("blob");
+    let ns = NetNs::new("dhcp").expect("netns");
+    ns.add_tap("lgtap0", "02:00:00:42:00:01", "10.42.0.1/24").expect("tap");
+    let conf = dir.path().join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 10.42.0.50\nend 10.42.0.59\ninterface lgtap0\nlease_file {}\noption subnet 255.255.255.0\noption router 10.42.0.1\noption lease 600\n",
+            dir.path().join("udhcpd.leases").display()
+        ),
+    )
+    .expect("udhcpd.conf");
+    let _server = Udhcpd(
+        ns.command("/bin/busybox")
+            .args(["udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("udhcpd"),
+    );
+    let sock = ns.udp_socket(&format!("{COLLECTOR_IP}:6666")).expect("socket");
+    let mut board =
+        Board::boot(&ns, BootOptions { workdir: Some(dir.path().to_path_buf()), ..BootOptions::new("lgtap0") });
+    assert!(
+        board.wait_log("net: address [10, 42, 0, 5", Duration::from_secs(30)),
+        "no lease from udhcpd:\n{}",
+        board.defmt_log()
+    );
+    assert!(board.wait_log("arp: collector 0", Duration::from_secs(10)), "{}", board.defmt_log());
+    board.signal(b'P');
+    let got = receive(&sock, Duration::from_secs(20), Duration::from_millis(200), |d| {
+        has_report(d, &DEFAULT_KEY, |r| r.kind == Kind::PowerLost)
+    });
+    assert!(has_report(&got, &DEFAULT_KEY, |r| r.kind == Kind::PowerLost), "{}", board.defmt_log());
+    // the relay answers ping on the address it leased
+    let log = board.defmt_log();
+    let leased = log
+        .lines()
+        .find_map(|l| l.split("net: address [").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|ip| ip.replace(", ", "."))
+        .expect("address in log");
+    ns.ping(&leased, 2).unwrap_or_else(|e| panic!("leased {leased} does not answer: {e}"));
+}
