@@ -18,3 +18,4 @@ pub mod journal;
 pub mod replay;
 pub mod keygen;
 pub mod serve;
+pub mod kube;

@@ -71,10 +71,11 @@ pub struct FwConfig {
     pub collectors: Vec<Collector, MAX_COLLECTORS>,
     /// How often each collector's MAC is re-resolved with ARP.
     pub arp_refresh_secs: u16,
-    /// Mirror every console line as netconsole, not only around a crash.
+    /// Mirror every console line as extended netconsole, not only the
+    /// context and the lines around a crash.
     pub mirror_console: bool,
-    /// Extended netconsole format (`+` targets) rather than basic.
-    pub extended: bool,
+    /// Rate limit of the mirror (0: relay-core's default).
+    pub mirror_lines_per_sec: u32,
 }
 
 /// A configuration that cannot be used, and why.
@@ -197,7 +198,7 @@ mod from_toml {
         mtu: Option<u16>,
         arp_refresh_secs: Option<u16>,
         mirror_console: Option<bool>,
-        extended: Option<bool>,
+        mirror_lines_per_sec: Option<u32>,
         collectors: StdVec<TomlCollector>,
     }
 
@@ -271,7 +272,7 @@ mod from_toml {
                 collectors,
                 arp_refresh_secs: t.arp_refresh_secs.unwrap_or(30),
                 mirror_console: t.mirror_console.unwrap_or(true),
-                extended: t.extended.unwrap_or(true),
+                mirror_lines_per_sec: t.mirror_lines_per_sec.unwrap_or(0),
             };
             cfg.validate().map_err(|e| e.to_string())?;
             Ok(cfg)

@@ -25,8 +25,8 @@ use uart::{RxState, UartRx};
 
 type Nic = SharedNic<Lan9118>;
 
-static CONSOLE: RxState<1024> = RxState::new(0x4000_4000);
-static SIGNALS: RxState<16> = RxState::new(0x4000_6000);
+static CONSOLE: RxState<1024> = RxState::new(0x4000_4000, lan9118::free_run);
+static SIGNALS: RxState<16> = RxState::new(0x4000_6000, lan9118::free_run);
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
 
 #[derive(Clone, Copy)]
@@ -76,14 +76,15 @@ async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     log::LOG_UART.enable(false);
-    let p = cortex_m::Peripherals::take().unwrap();
+    let p = defmt::unwrap!(cortex_m::Peripherals::take());
     time_driver::init(p.SYST);
 
     let mut store = storage::HostFiles;
     let cfg = tasks::load_config(DEFAULT_CONFIG, &mut store);
     let boot = tasks::boot_counter(&mut store);
 
-    let driver = Lan9118::new(cfg.mac).unwrap();
+    let driver = defmt::unwrap!(Lan9118::new(cfg.mac));
+    relay_fw::measure::set_counter(lan9118::free_run, lan9118::FREE_RUN_NS);
     static NIC: StaticCell<Nic> = StaticCell::new();
     let nic: &'static Nic = NIC.init(SharedNic::new(driver));
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
@@ -92,13 +93,13 @@ async fn main(spawner: Spawner) {
         embassy_net::new(nic.net_port(), relay_fw::net::stack_config(&cfg), RESOURCES.init(StackResources::new()), seed);
 
     static RELAY: StaticCell<RelayCell> = StaticCell::new();
-    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot));
+    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot, nic.mac()));
 
-    spawner.spawn(net(runner).unwrap());
-    spawner.spawn(relay(nic, relay_cell).unwrap());
-    spawner.spawn(arp(nic, stack, relay_cell).unwrap());
-    spawner.spawn(console(CONSOLE.split(), relay_cell).unwrap());
-    spawner.spawn(host_signals(signals::SignalPort::new(SIGNALS.split()), relay_cell).unwrap());
+    spawner.spawn(defmt::unwrap!(net(runner)));
+    spawner.spawn(defmt::unwrap!(relay(nic, relay_cell)));
+    spawner.spawn(defmt::unwrap!(arp(nic, stack, relay_cell)));
+    spawner.spawn(defmt::unwrap!(console(CONSOLE.split(), relay_cell)));
+    spawner.spawn(defmt::unwrap!(host_signals(signals::SignalPort::new(SIGNALS.split()), relay_cell)));
 
     // Interrupts last: every waker and pipe they touch exists now.
     for irq in [0, 4, lan9118::IRQ] {

@@ -1,0 +1,332 @@
+//! Resolve: which Node sent this? Answered from a watch-backed cache (a
+//! kube-runtime reflector on Nodes, and one on Pods indexed by `spec.nodeName`).
+//! An unknown or ambiguous sender is recorded and counted, never guessed.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use ::kube::api::Api;
+use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::Client;
+use tokio::sync::broadcast;
+
+use super::KubeStats;
+use crate::incident::NodeHint;
+
+/// How many distinct unknown senders are remembered (oldest forgotten first).
+const UNKNOWN_CAP: usize = 1024;
+
+/// One sender that resolved to no Node (or to several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownSender {
+    /// The hint as received.
+    pub hint: String,
+    /// Why it did not resolve.
+    pub why: &'static str,
+    /// How often it was seen.
+    pub count: u64,
+    /// When it was last seen.
+    pub last_seen: SystemTime,
+}
+
+/// Why a hint did not resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    /// No Node matches.
+    #[error("no node matches")]
+    Unknown,
+    /// Several Nodes match the same address: refusing to guess.
+    #[error("several nodes match; refusing to guess")]
+    Ambiguous,
+}
+
+type PodKey = (String, String);
+
+#[derive(Default)]
+struct PodIndex {
+    by_node: HashMap<String, HashSet<PodKey>>,
+    node_of: HashMap<PodKey, String>,
+    pods: HashMap<PodKey, Arc<Pod>>,
+    /// Filled during a re-list, swapped in at InitDone.
+    pending: Option<HashMap<PodKey, Arc<Pod>>>,
+}
+
+impl PodIndex {
+    fn key(p: &Pod) -> PodKey {
+        (p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default())
+    }
+    fn remove(&mut self, key: &PodKey) {
+        self.pods.remove(key);
+        if let Some(node) = self.node_of.remove(key) {
+            if let Some(set) = self.by_node.get_mut(&node) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_node.remove(&node);
+                }
+            }
+        }
+    }
+    fn insert(&mut self, pod: Arc<Pod>) {
+        let key = Self::key(&pod);
+        self.remove(&key);
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
+            self.by_node.entry(node.clone()).or_default().insert(key.clone());
+            self.node_of.insert(key.clone(), node);
+        }
+        self.pods.insert(key, pod);
+    }
+    fn apply(&mut self, ev: watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::Apply(p) => self.insert(Arc::new(p)),
+            watcher::Event::Delete(p) => self.remove(&Self::key(&p)),
+            watcher::Event::Init => self.pending = Some(HashMap::new()),
+            watcher::Event::InitApply(p) => {
+                if let Some(pending) = self.pending.as_mut() {
+                    pending.insert(Self::key(&p), Arc::new(p));
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(pending) = self.pending.take() {
+                    *self = PodIndex::default();
+                    for (_, p) in pending {
+                        self.insert(p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The watch-backed view of Nodes and Pods, plus the resolver over it.
+#[derive(Clone)]
+pub struct Cache {
+    nodes: Store<Node>,
+    pods: Arc<RwLock<PodIndex>>,
+    pods_ready: Arc<tokio::sync::watch::Sender<bool>>,
+    node_changes: broadcast::Sender<Arc<Node>>,
+    annotation_prefix: String,
+    unknown: Arc<Mutex<BTreeMap<String, UnknownSender>>>,
+    stats: Arc<KubeStats>,
+}
+
+impl Cache {
+    /// Starts the reflectors on the current tokio runtime. `pod_selector` restricts the
+    /// watched pods (a label selector), e.g. to one namespace's workloads in tests.
+    pub fn start(
+        client: Client,
+        annotation_prefix: &str,
+        pod_selector: Option<&str>,
+        stats: Arc<KubeStats>,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let (nodes, writer) = reflector::store::<Node>();
+        let (node_changes, _) = broadcast::channel(1024);
+        let tx = node_changes.clone();
+        let node_api: Api<Node> = Api::all(client.clone());
+        let node_stream = watcher(node_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
+        let node_task = tokio::spawn(async move {
+            futures::pin_mut!(node_stream);
+            while let Some(item) = node_stream.next().await {
+                match item {
+                    // Nobody listening (no recoverer) is fine.
+                    Ok(node) => drop(tx.send(Arc::new(node))),
+                    Err(e) => tracing::warn!(error = %e, "node watch failed; it backs off and resumes"),
+                }
+            }
+        });
+
+        let pods = Arc::new(RwLock::new(PodIndex::default()));
+        let (ready_tx, _) = tokio::sync::watch::channel(false);
+        let pods_ready = Arc::new(ready_tx);
+        let mut cfg = watcher::Config::default();
+        if let Some(sel) = pod_selector {
+            cfg = cfg.labels(sel);
+        }
+        let pod_api: Api<Pod> = Api::all(client);
+        let pod_stream = watcher(pod_api, cfg).default_backoff();
+        let index = pods.clone();
+        let ready = pods_ready.clone();
+        let pod_task = tokio::spawn(async move {
+            futures::pin_mut!(pod_stream);
+            while let Some(item) = pod_stream.next().await {
+                match item {
+                    Ok(ev) => {
+                        let done = matches!(ev, watcher::Event::InitDone);
+                        if let Ok(mut idx) = index.write() {
+                            idx.apply(ev);
+                        }
+                        if done {
+                            ready.send_replace(true);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pod watch failed; it backs off and resumes"),
+                }
+            }
+        });
+        let cache = Self {
+            nodes,
+            pods,
+            pods_ready,
+            node_changes,
+            annotation_prefix: annotation_prefix.to_owned(),
+            unknown: Arc::new(Mutex::new(BTreeMap::new())),
+            stats,
+        };
+        (cache, vec![node_task, pod_task])
+    }
+
+    /// Waits until both reflectors have listed once.
+    pub async fn ready(&self) {
+        let _ = self.nodes.wait_until_ready().await;
+        let mut rx = self.pods_ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Node changes as the watch sees them (for recovery).
+    pub fn node_changes(&self) -> broadcast::Receiver<Arc<Node>> {
+        self.node_changes.subscribe()
+    }
+
+    /// A Node by name from the cache.
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(&reflector::ObjectRef::new(name))
+    }
+
+    /// All cached Nodes.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.state()
+    }
+
+    /// The cached Pods bound to `node`.
+    pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        let Ok(idx) = self.pods.read() else { return Vec::new() };
+        idx.by_node
+            .get(node)
+            .map(|keys| keys.iter().filter_map(|k| idx.pods.get(k).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Resolves a hint to a Node name: the keyring's node name, then a Node annotated
+    /// with the relay id, then the source address against `status.addresses`
+    /// (InternalIP/ExternalIP) and the `<prefix>/bmc-address` annotation.
+    pub fn resolve(&self, hint: &NodeHint) -> Result<String, Unresolved> {
+        if let Some(name) = hint.keyring_node.as_deref().filter(|n| !n.is_empty()) {
+            return Ok(name.to_owned());
+        }
+        let nodes = self.nodes.state();
+        if let Some(relay) = hint.relay_id.as_deref() {
+            let key = format!("{}/relay-id", self.annotation_prefix);
+            let matches: Vec<&Arc<Node>> =
+                nodes.iter().filter(|n| annotation(n, &key).is_some_and(|v| v == relay)).collect();
+            if let Some(found) = one(&matches)? {
+                return Ok(found);
+            }
+        }
+        if let Some(ip) = hint.source.map(|s| canonical(s.ip())) {
+            let bmc_key = format!("{}/bmc-address", self.annotation_prefix);
+            let matches: Vec<&Arc<Node>> = nodes
+                .iter()
+                .filter(|n| node_has_address(n, ip) || annotation(n, &bmc_key).is_some_and(|v| list_has_ip(v, ip)))
+                .collect();
+            if let Some(found) = one(&matches)? {
+                return Ok(found);
+            }
+        }
+        Err(Unresolved::Unknown)
+    }
+
+    /// Records a sender that did not resolve; bounded, counted.
+    pub fn record_unknown(&self, hint: &NodeHint, why: Unresolved) {
+        let counter = match why {
+            Unresolved::Unknown => &self.stats.unknown_senders,
+            Unresolved::Ambiguous => &self.stats.ambiguous_senders,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let key = describe(hint);
+        tracing::warn!(sender = %key, reason = %why, "sender does not resolve to a node; not acting on it");
+        let Ok(mut map) = self.unknown.lock() else { return };
+        let why_s = match why {
+            Unresolved::Unknown => "unknown",
+            Unresolved::Ambiguous => "ambiguous",
+        };
+        let e = map.entry(key.clone()).or_insert_with(|| UnknownSender {
+            hint: key,
+            why: why_s,
+            count: 0,
+            last_seen: SystemTime::now(),
+        });
+        e.count += 1;
+        e.last_seen = SystemTime::now();
+        if map.len() > UNKNOWN_CAP {
+            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.last_seen).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+    }
+
+    /// The unknown senders seen so far (bounded).
+    pub fn unknown_senders(&self) -> Vec<UnknownSender> {
+        self.unknown.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+}
+
+fn describe(hint: &NodeHint) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = hint.source {
+        parts.push(format!("addr={}", s.ip()));
+    }
+    if let Some(r) = &hint.relay_id {
+        parts.push(format!("relay={r}"));
+    }
+    if let Some(n) = &hint.keyring_node {
+        parts.push(format!("node={n}"));
+    }
+    if parts.is_empty() {
+        "<no hint>".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn one(matches: &[&Arc<Node>]) -> Result<Option<String>, Unresolved> {
+    match matches {
+        [] => Ok(None),
+        [n] => Ok(n.metadata.name.clone()),
+        _ => Err(Unresolved::Ambiguous),
+    }
+}
+
+/// IPv4-mapped IPv6 senders compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+fn list_has_ip(list: &str, ip: IpAddr) -> bool {
+    list.split(',').filter_map(|s| s.trim().parse::<IpAddr>().ok()).any(|a| canonical(a) == ip)
+}
+
+fn node_has_address(node: &Node, ip: IpAddr) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .is_some_and(|addrs| {
+            addrs.iter().any(|a| {
+                (a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                    && a.address.parse::<IpAddr>().is_ok_and(|x| canonical(x) == ip)
+            })
+        })
+}
