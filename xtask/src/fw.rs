@@ -51,8 +51,6 @@ pub fn boards() -> Vec<String> {
         .flatten()
         .flatten()
         .filter(|e| e.path().join("Cargo.toml").is_file() && e.path().join("rust-toolchain.toml").is_file())
-        // boards/openbmc is a std Linux program in the host workspace (xtask openbmc)
-        .filter(|e| e.path().join(".cargo/config.toml").is_file())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     v.sort();
