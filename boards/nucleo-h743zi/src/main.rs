@@ -92,7 +92,7 @@ async fn main(spawner: Spawner) {
     };
 
     static RELAY: StaticCell<RelayCell> = StaticCell::new();
-    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot));
+    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot, nic.mac()));
     spawner.spawn(net(runner).unwrap());
     spawner.spawn(relay(nic, relay_cell).unwrap());
     spawner.spawn(arp(nic, stack, relay_cell).unwrap());
