@@ -37,9 +37,7 @@
 use crate::detect::{Certainty, Detector, DetectorConfig, Event, HostSignal, Kind};
 use crate::frame::{FrameTemplate, MacAddr};
 use crate::netconsole::{ExtRecord, MAX_PRINT_CHUNK};
-use crate::report::{
-    self, Report, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE,
-};
+use crate::report::{self, Report, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE};
 use crate::scanner::{ConsoleScanner, ContextRing, Line};
 use crate::{Duration, Instant};
 
@@ -178,7 +176,8 @@ impl RelayConfig {
         let mut id = heapless::String::new();
         id.push_str(relay_id).map_err(|_| ConfigError::RelayId)?;
         let mut node = heapless::String::new();
-        node.push_str(node_name).map_err(|_| ConfigError::NodeName)?;
+        node.push_str(node_name)
+            .map_err(|_| ConfigError::NodeName)?;
         let mut collectors = heapless::Vec::new();
         collectors
             .push(collector)
@@ -878,10 +877,15 @@ fn push_lossy<const N: usize>(out: &mut heapless::String<N>, mut bytes: &[u8]) {
         let (valid, rest) = match core::str::from_utf8(bytes) {
             Ok(s) => (s, None),
             Err(e) => {
-                let (v, r) = bytes.split_at_checked(e.valid_up_to()).unwrap_or((&[], bytes));
+                let (v, r) = bytes
+                    .split_at_checked(e.valid_up_to())
+                    .unwrap_or((&[], bytes));
                 // `None`: an incomplete sequence at the end; drop it.
                 let skip = e.error_len().unwrap_or(r.len());
-                (core::str::from_utf8(v).unwrap_or(""), Some(r.get(skip..).unwrap_or(&[])))
+                (
+                    core::str::from_utf8(v).unwrap_or(""),
+                    Some(r.get(skip..).unwrap_or(&[])),
+                )
             }
         };
         let room = N.saturating_sub(out.len());

@@ -332,7 +332,9 @@ fn encode_with(r: &Report<'_>, mut m: Hmac<Sha256>, out: &mut [u8]) -> Result<us
     let body_room = rest.len().checked_sub(TAG_LEN).ok_or(too_small)?;
     let body_len = {
         let body_buf = rest.get_mut(..body_room).ok_or(too_small)?;
-        postcard::to_slice(r, body_buf).map_err(|_| too_small)?.len()
+        postcard::to_slice(r, body_buf)
+            .map_err(|_| too_small)?
+            .len()
     };
     let signed_len = MAGIC.len().checked_add(body_len).ok_or(too_small)?;
     let total = signed_len.checked_add(TAG_LEN).ok_or(too_small)?;
@@ -376,7 +378,9 @@ fn verify_with<'a>(
     let (signed, tag) = datagram
         .split_at_checked(signed_len)
         .ok_or(Refusal::Truncated { len })?;
-    let body = signed.get(MAGIC.len()..).ok_or(Refusal::Truncated { len })?;
+    let body = signed
+        .get(MAGIC.len()..)
+        .ok_or(Refusal::Truncated { len })?;
     let version = body.first().copied().ok_or(Refusal::Truncated { len })?;
     if version != VERSION {
         return Err(Refusal::WrongVersion { got: version });

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use relay_core::detect::{Certainty, Kind};
 use relay_core::report::{
-    encode_signed, is_report, verify, Field, Freshness, RelayFreshness, Refusal, Report,
+    encode_signed, is_report, verify, Field, Freshness, Refusal, RelayFreshness, Report,
     ReportError, MAGIC, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE,
     MIN_REPORT_LEN, VERSION,
 };
@@ -45,7 +45,11 @@ fn round_trip_with_the_right_key() {
     let d = signed(&r, &KEY);
     assert!(d.starts_with(&MAGIC));
     assert!(is_report(&d));
-    assert_eq!(d[MAGIC.len()], VERSION, "version is the byte after the magic");
+    assert_eq!(
+        d[MAGIC.len()],
+        VERSION,
+        "version is the byte after the magic"
+    );
     assert_eq!(verify(&d, &KEY), Ok(r));
 }
 

@@ -39,7 +39,8 @@ fn cargo(a: &Args) -> Result<Command> {
             c
         }
     };
-    cmd.args(["--release", "--manifest-path"]).arg(dir.join("Cargo.toml"));
+    cmd.args(["--release", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"));
     if let Some(t) = &a.target {
         cmd.args(["--target", t]);
     }
@@ -83,9 +84,16 @@ fn locate(a: &Args) -> Result<()> {
     let asm = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = asm.lines().collect();
     let is_panic = |sym: &str| {
-        ["panicking", "panic_bounds_check", "_fail", "unwrap_failed", "expect_failed", "panic_fmt"]
-            .iter()
-            .any(|p| sym.contains(p))
+        [
+            "panicking",
+            "panic_bounds_check",
+            "_fail",
+            "unwrap_failed",
+            "expect_failed",
+            "panic_fmt",
+        ]
+        .iter()
+        .any(|p| sym.contains(p))
     };
     // Addresses of the panic functions, as they appear as jump/call targets.
     let mut panic_fns = Vec::new();
@@ -99,7 +107,11 @@ fn locate(a: &Args) -> Result<()> {
     let source_before = |i: usize| -> Vec<&str> {
         let mut found = Vec::new();
         for l in lines[..i].iter().rev() {
-            if l.starts_with('/') && l.contains(".rs:") && !l.starts_with("/rustc/") && !found.contains(l) {
+            if l.starts_with('/')
+                && l.contains(".rs:")
+                && !l.starts_with("/rustc/")
+                && !found.contains(l)
+            {
                 found.push(*l);
                 if found.len() == 3 {
                     break;
@@ -117,7 +129,8 @@ fn locate(a: &Args) -> Result<()> {
         if in_panic_fn {
             continue; // core's own panic plumbing
         }
-        let is_call = (l.contains("\tcall ") || l.contains("\tjmp ")) && panic_fns.iter().any(|f| l.contains(f.as_str()));
+        let is_call = (l.contains("\tcall ") || l.contains("\tjmp "))
+            && panic_fns.iter().any(|f| l.contains(f.as_str()));
         if !is_call {
             continue;
         }
@@ -125,7 +138,10 @@ fn locate(a: &Args) -> Result<()> {
         println!("panic call: {}", l.trim());
         // Jumps into the few instructions before the call.
         for back in 0..4 {
-            let Some(addr) = lines.get(i.saturating_sub(back)).and_then(|x| x.trim_start().split_once(':')) else {
+            let Some(addr) = lines
+                .get(i.saturating_sub(back))
+                .and_then(|x| x.trim_start().split_once(':'))
+            else {
                 continue;
             };
             let needle = format!(" {} <", addr.0);

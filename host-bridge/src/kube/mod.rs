@@ -87,6 +87,8 @@ pub struct KubeSettings {
     pub taint: TaintSettings,
     /// Lease-based leader election; without it this replica always acts.
     pub leader_election: Option<LeaderSettings>,
+    /// Kubeconfig file (default: `$KUBECONFIG`, `~/.kube/config`, then in-cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Default for KubeSettings {
@@ -107,6 +109,7 @@ impl Default for KubeSettings {
             component: "lastgasp-host-bridge".into(),
             taint: TaintSettings::default(),
             leader_election: None,
+            kubeconfig: None,
         }
     }
 }
@@ -235,6 +238,22 @@ impl KubeActuator {
             t.extend(tasks);
         }
         Ok(Self { inner })
+    }
+
+    /// Loads the cluster configuration (`kubeconfig`, else inferred: `$KUBECONFIG`,
+    /// `~/.kube/config`, in-cluster) and [starts](Self::start).
+    pub async fn connect(settings: KubeSettings) -> Result<Self, String> {
+        let config = match &settings.kubeconfig {
+            Some(path) => {
+                let kc = ::kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                ::kube::Config::from_custom_kubeconfig(kc, &::kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None => ::kube::Config::infer().await.map_err(|e| format!("no cluster configuration: {e}"))?,
+        };
+        Self::start(config, settings)
     }
 
     /// The node/pod cache (and the unknown senders it recorded).

@@ -40,6 +40,9 @@ pub struct Config {
     /// Relay keys: relay id → key, node.
     #[serde(default)]
     pub keyring: Vec<KeyringEntry>,
+    /// Kubernetes side (used when `act.actuator = "kubernetes"`).
+    #[serde(default)]
+    pub kube: crate::kube::KubeSettings,
     /// Directory relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -495,6 +498,11 @@ impl Config {
             record_log: cfg.resolve(&cfg.act.record_log),
             npd_rule_files,
         };
+        // [kube]: checked here so that a bad value stops startup, not the first incident.
+        cfg.kube.validate().map_err(|m| at(None, format!("[kube] {m}")))?;
+        if let Some(kc) = cfg.kube.kubeconfig.take() {
+            cfg.kube.kubeconfig = Some(cfg.resolve(&kc));
+        }
         Ok((cfg, v))
     }
 

@@ -89,7 +89,10 @@ pub async fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Act
             let r = RecordOnly::open(&v.record_log).with_context(|| format!("opening record log {}", v.record_log.display()))?;
             Ok(Arc::new(r))
         }
-        ActuatorKind::Kubernetes => anyhow::bail!("act.actuator = \"kubernetes\" is not available in this build"),
+        ActuatorKind::Kubernetes => {
+            let k = crate::kube::KubeActuator::connect(cfg.kube.clone()).await.map_err(|e| anyhow::anyhow!("[kube]: {e}"))?;
+            Ok(Arc::new(k))
+        }
     }
 }
 

@@ -18,7 +18,10 @@ fn template(n: u8) -> FrameTemplate {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 2 + n]),
         vlan: None,
-        ip: IpEndpoints::V4 { src: [10, 0, 0, 1], dst: [10, 0, 0, 2 + n] },
+        ip: IpEndpoints::V4 {
+            src: [10, 0, 0, 1],
+            dst: [10, 0, 0, 2 + n],
+        },
         src_port: 6665,
         dst_port: 6666,
     };
@@ -36,7 +39,9 @@ fn check(frame: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&ctl, ops)) = data.split_first() else { return };
+    let Some((&ctl, ops)) = data.split_first() else {
+        return;
+    };
     let mut cfg = RelayConfig::new("relay-f", "node-f", KEY, 1, template(0)).expect("config");
     let _ = cfg.collectors.push(template(1));
     cfg.mirror = ctl & 1 != 0;
@@ -86,7 +91,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(frames < 100_000, "poll_transmit never ran dry");
         }
         if let Some(t) = relay.poll_timeout() {
-            assert!(t > now, "poll_timeout says work is ready but poll_transmit sent nothing");
+            assert!(
+                t > now,
+                "poll_timeout says work is ready but poll_transmit sent nothing"
+            );
         }
     }
 });
