@@ -236,3 +236,36 @@ fn restart_keeps_dedup() {
     });
     assert_eq!(list[0].incident.origin, Origin::NetconsoleBasic);
 }
+
+#[test]
+fn ipv6_and_reuseport_sockets_receive() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIP: no IPv6 loopback");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bridge::prepare(tmp.path(), "sockets_per_address = 3\n", "[trust]\nnetconsole_sources = [\"::1/128\", \"127.0.0.1\"]");
+    let v6_port = free_udp_port();
+    let text = std::fs::read_to_string(&b.config)
+        .unwrap()
+        .replace(&format!("\"127.0.0.1:{}\"]", b.ports[1]), &format!("\"127.0.0.1:{}\", \"[::1]:{v6_port}\"]", b.ports[1]));
+    std::fs::write(&b.config, text).unwrap();
+    b.spawn(&[]);
+    // Many sources over both families; SO_REUSEPORT spreads them over 3 sockets per address.
+    for i in 0..30 {
+        let (bind, to) = if i % 2 == 0 { ("[::1]:0", format!("[::1]:{v6_port}")) } else { ("127.0.0.1:0", format!("127.0.0.1:{}", b.ports[0])) };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.send_to(format!("<6>[  1.{i:06}] hello from {i}\n").as_bytes(), to).unwrap();
+    }
+    b.wait_processed(30);
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.send_to(format!("[    6.5] {PANIC_LINE}\n").as_bytes(), format!("[::1]:{v6_port}")).unwrap();
+    b.wait_processed(31);
+    let list = wait_for("v6 incident", || {
+        let l = b.incidents();
+        (l.len() == 1).then_some(l)
+    });
+    assert_eq!(list[0].incident.key.node, "addr/::1");
+    assert!(list[0].incident.trusted);
+    assert_eq!(b.metric("lastgasp_bridge_sources", ""), 31.0);
+}

@@ -480,10 +480,11 @@ struct HeaderWriter {
 
 impl HeaderWriter {
     fn put(&mut self, bytes: &[u8]) {
-        let end = self.len.saturating_add(bytes.len());
-        if let Some(d) = self.buf.get_mut(self.len..end) {
+        // Sliced to `bytes.len()`, so the copy's length check provably holds
+        // on 32-bit targets too (relay-core/panic-check on thumbv7em).
+        if let Some(d) = self.buf.get_mut(self.len..).and_then(|d| d.get_mut(..bytes.len())) {
             d.copy_from_slice(bytes);
-            self.len = end;
+            self.len = self.len.saturating_add(bytes.len());
         }
     }
 }
@@ -491,8 +492,8 @@ impl HeaderWriter {
 /// Store `v` big-endian at `at`; offsets come from the template's own layout.
 #[inline(always)]
 fn put_be16(buf: &mut [u8], at: usize, v: u16) {
-    if let Some(d) = buf.get_mut(at..at.wrapping_add(2)) {
-        d.copy_from_slice(&v.to_be_bytes());
+    if let Some(d) = buf.get_mut(at..).and_then(|d| d.first_chunk_mut::<2>()) {
+        *d = v.to_be_bytes();
     }
 }
 

@@ -37,9 +37,7 @@
 use crate::detect::{Certainty, Detector, DetectorConfig, Event, HostSignal, Kind};
 use crate::frame::{FrameTemplate, MacAddr};
 use crate::netconsole::{ExtRecord, MAX_PRINT_CHUNK};
-use crate::report::{
-    self, Report, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE,
-};
+use crate::report::{self, Report, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE};
 use crate::scanner::{ConsoleScanner, ContextRing, Line};
 use crate::{Duration, Instant};
 
@@ -74,8 +72,9 @@ const LINE_COST: u64 = 1_000_000;
 const HALF: u64 = 1 << 63;
 
 /// Relay settings. Build with [`RelayConfig::new`], adjust the public fields,
-/// then pass to [`Relay::new`], which validates them.
-#[derive(Clone, Debug)]
+/// then pass to [`Relay::new`], which validates them. `Debug` never prints
+/// the key.
+#[derive(Clone)]
 pub struct RelayConfig {
     /// This relay's id (names its key in the bridge's keyring).
     pub relay_id: heapless::String<MAX_RELAY_ID>,
@@ -141,6 +140,28 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
+impl core::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("relay_id", &self.relay_id)
+            .field("node_name", &self.node_name)
+            .field("key", &"<redacted>")
+            .field("boot_counter", &self.boot_counter)
+            .field("collectors", &self.collectors)
+            .field("mirror", &self.mirror)
+            .field("mirror_lines_per_sec", &self.mirror_lines_per_sec)
+            .field("mirror_burst", &self.mirror_burst)
+            .field("report_copies", &self.report_copies)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("after_lines", &self.after_lines)
+            .field("detector", &self.detector)
+            .field("first_line_seq", &self.first_line_seq)
+            .field("first_report_seq", &self.first_report_seq)
+            .finish()
+    }
+}
+
 impl RelayConfig {
     /// Settings with the defaults: mirror on at 200 lines/s (burst 64),
     /// 8 report copies over about 2 s (16 ms doubling, at most 1 s apart),
@@ -155,7 +176,8 @@ impl RelayConfig {
         let mut id = heapless::String::new();
         id.push_str(relay_id).map_err(|_| ConfigError::RelayId)?;
         let mut node = heapless::String::new();
-        node.push_str(node_name).map_err(|_| ConfigError::NodeName)?;
+        node.push_str(node_name)
+            .map_err(|_| ConfigError::NodeName)?;
         let mut collectors = heapless::Vec::new();
         collectors
             .push(collector)
@@ -280,6 +302,8 @@ pub struct RelayWith<const CONTEXT: usize, const LINE_MAX: usize> {
 #[derive(Clone, Debug)]
 struct Core<const CONTEXT: usize> {
     cfg: RelayConfig,
+    /// `cfg.key`, pre-hashed for HMAC.
+    signer: report::Signer,
     detector: Detector,
     ring: ContextRing<CONTEXT>,
     /// Number of the next line pushed into the ring.
@@ -350,6 +374,7 @@ impl<const CONTEXT: usize, const LINE_MAX: usize> RelayWith<CONTEXT, LINE_MAX> {
                 next_collector: 0,
                 now: Instant(0),
                 stats: RelayStats::default(),
+                signer: report::Signer::new(&cfg.key),
                 cfg,
             },
         })
@@ -792,7 +817,7 @@ impl<const CONTEXT: usize> Core<CONTEXT> {
             context_lines: r.context_lines,
             repeat_index: r.sent,
         };
-        match report::encode_signed(&report, &self.cfg.key, &mut self.out) {
+        match self.signer.encode_signed(&report, &mut self.out) {
             Ok(n) => {
                 self.out_len = n;
                 self.pending = Pending::Report;
@@ -852,10 +877,15 @@ fn push_lossy<const N: usize>(out: &mut heapless::String<N>, mut bytes: &[u8]) {
         let (valid, rest) = match core::str::from_utf8(bytes) {
             Ok(s) => (s, None),
             Err(e) => {
-                let (v, r) = bytes.split_at_checked(e.valid_up_to()).unwrap_or((&[], bytes));
+                let (v, r) = bytes
+                    .split_at_checked(e.valid_up_to())
+                    .unwrap_or((&[], bytes));
                 // `None`: an incomplete sequence at the end; drop it.
                 let skip = e.error_len().unwrap_or(r.len());
-                (core::str::from_utf8(v).unwrap_or(""), Some(r.get(skip..).unwrap_or(&[])))
+                (
+                    core::str::from_utf8(v).unwrap_or(""),
+                    Some(r.get(skip..).unwrap_or(&[])),
+                )
             }
         };
         let room = N.saturating_sub(out.len());

@@ -147,6 +147,25 @@ fn parse_syslog(s: &[u8]) -> Option<(u8, &[u8])> {
 
 /// `[` spaces digits `.` six digits `]`, as printk's `[%5lu.%06lu]`.
 fn parse_stamp(s: &[u8]) -> Option<(u64, &[u8])> {
+    // Fast path: the seconds fill exactly the 5-character field (uptime
+    // under 27 hours), so the whole stamp is 14 bytes at fixed offsets.
+    if let Some((&[b'[', f0, f1, f2, f3, f4, d0, d1, d2, d3, d4, d5, d6, d7], after)) =
+        s.split_first_chunk::<14>()
+    {
+        if let Some(usec) = parse_frac([d0, d1, d2, d3, d4, d5, d6, d7]) {
+            let mut sec = 0u64;
+            let mut digits = false;
+            for c in [f0, f1, f2, f3, f4] {
+                if c.is_ascii_digit() {
+                    sec = sec.wrapping_mul(10).wrapping_add(u64::from(c.wrapping_sub(b'0')));
+                    digits = true;
+                } else if c != b' ' || digits {
+                    return None;
+                }
+            }
+            return digits.then(|| (sec.wrapping_mul(1_000_000).wrapping_add(usec), after));
+        }
+    }
     let rest = s.strip_prefix(b"[")?;
     let pad = rest.iter().take_while(|&&b| b == b' ').count();
     let mut rest = rest.get(pad..)?;
@@ -231,6 +250,9 @@ enum Mode {
     StrEscape,
 }
 
+/// Set in [`ConsoleScanner`]'s `pos` outside plain text.
+const PAUSED: usize = 1 << (usize::BITS - 1);
+
 /// Inputs shorter than this are scanned byte by byte.
 const SMALL: usize = 16;
 
@@ -245,8 +267,10 @@ const ESC_MAX: u16 = 256;
 #[derive(Clone, Debug)]
 pub struct ConsoleScanner<const LINE_MAX: usize = 1024> {
     buf: [u8; LINE_MAX],
-    /// Bytes held; `LINE_MAX` whenever `truncated` is set.
-    len: usize,
+    /// Bytes held (`LINE_MAX` whenever `truncated` is set), plus [`PAUSED`]
+    /// while `mode` is not [`Mode::Text`]: then `buf.get_mut(pos)` misses and
+    /// the one-compare fast path in `byte` falls through to the slow path.
+    pos: usize,
     truncated: bool,
     mode: Mode,
     esc_len: u16,
@@ -265,7 +289,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     pub const fn new() -> Self {
         ConsoleScanner {
             buf: [0; LINE_MAX],
-            len: 0,
+            pos: 0,
             truncated: false,
             mode: Mode::Text,
             esc_len: 0,
@@ -291,7 +315,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
                 let n = first_control(input);
                 let (run, rest) = input.split_at_checked(n).unwrap_or((input, &[]));
                 if !run.is_empty() {
-                    self.mode = Mode::Text;
+                    self.set_mode(Mode::Text);
                     self.append(run);
                 }
                 let Some((&b, tail)) = rest.split_first() else { return };
@@ -318,19 +342,43 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
 
     #[inline(always)]
     fn byte(&mut self, b: u8) -> Option<Line<'_>> {
-        if self.mode == Mode::Text && b >= 0x20 {
-            self.put(b);
-            return None;
+        if b >= 0x20 {
+            // Text mode with room: `pos` is in bounds (see its doc).
+            if let Some(slot) = self.buf.get_mut(self.pos) {
+                *slot = b;
+                self.pos = self.pos.wrapping_add(1);
+                return None;
+            }
         }
         self.slow_byte(b)
     }
 
+    /// Bytes held in `buf`.
+    #[inline(always)]
+    fn held(&self) -> usize {
+        self.pos & !PAUSED
+    }
+
+    /// Set the byte count, keeping the mode flag.
+    #[inline(always)]
+    fn set_held(&mut self, n: usize) {
+        self.pos = n | (self.pos & PAUSED);
+    }
+
+    #[inline(always)]
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        let held = self.held();
+        self.pos = if mode == Mode::Text { held } else { held | PAUSED };
+    }
+
     #[inline(always)]
     fn put(&mut self, b: u8) {
-        match self.buf.get_mut(self.len) {
+        let held = self.held();
+        match self.buf.get_mut(held) {
             Some(slot) => {
                 *slot = b;
-                self.len = self.len.wrapping_add(1);
+                self.set_held(held.wrapping_add(1));
             }
             None => self.truncated = true,
         }
@@ -340,7 +388,7 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     fn slow_byte(&mut self, b: u8) -> Option<Line<'_>> {
         match self.mode {
             Mode::Text | Mode::AfterCr if b >= 0x20 => {
-                self.mode = Mode::Text;
+                self.set_mode(Mode::Text);
                 self.put(b);
                 None
             }
@@ -352,15 +400,15 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     /// Emit the partial line held so far, if any (e.g. when the console has
     /// gone quiet and its last line never got its line end).
     pub fn flush(&mut self, mut on_line: impl FnMut(Line<'_>)) {
-        self.mode = Mode::Text;
-        if self.len > 0 || self.truncated {
+        self.set_mode(Mode::Text);
+        if self.held() > 0 || self.truncated {
             on_line(self.take_line());
         }
     }
 
     /// The bytes of the line in progress (escapes stripped, prefix included).
     pub fn pending(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
+        self.buf.get(..self.held()).unwrap_or(&[])
     }
 
     /// Lines emitted so far.
@@ -374,36 +422,37 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
     }
 
     fn append(&mut self, run: &[u8]) {
-        let take = copy_prefix(self.buf.get_mut(self.len..).unwrap_or(&mut []), run);
-        self.len = self.len.saturating_add(take);
+        let held = self.held();
+        let take = copy_prefix(self.buf.get_mut(held..).unwrap_or(&mut []), run);
+        self.set_held(held.saturating_add(take));
         if run.len() > take {
             self.truncated = true;
         }
     }
 
     /// A byte below 0x20 in plain text.
-    #[inline(never)]
+    #[inline(always)]
     fn control(&mut self, b: u8) -> Option<Line<'_>> {
         match b {
             b'\n' => {
                 if self.mode == Mode::AfterCr {
-                    self.mode = Mode::Text;
+                    self.set_mode(Mode::Text);
                     None
                 } else {
                     Some(self.take_line())
                 }
             }
             b'\r' => {
-                self.mode = Mode::AfterCr;
+                self.set_mode(Mode::AfterCr);
                 Some(self.take_line())
             }
             b'\t' => {
-                self.mode = Mode::Text;
+                self.set_mode(Mode::Text);
                 self.put(b'\t');
                 None
             }
             0x1b => {
-                self.mode = Mode::Start;
+                self.set_mode(Mode::Start);
                 self.esc_len = 0;
                 None
             }
@@ -420,22 +469,22 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
         if self.esc_len > ESC_MAX || b == b'\n' || b == b'\r' {
             // Unterminated: give the byte back to plain text so line ends
             // are never lost.
-            self.mode = Mode::Text;
+            self.set_mode(Mode::Text);
             if b < 0x20 {
                 return self.control(b);
             }
             self.put(b);
             return None;
         }
-        self.mode = match (self.mode, b) {
+        let next = match (self.mode, b) {
             (Mode::Start, b'[') => Mode::Csi,
             (Mode::Start, b']' | b'P' | b'X' | b'^' | b'_') => Mode::Str,
             (Mode::Start, 0x20..=0x2f) => Mode::Intermediate,
             (Mode::Start, b'c') => {
                 // RIS: the terminal is reset and the screen cleared, so
                 // whatever follows starts a new line.
-                self.mode = Mode::Text;
-                if self.len > 0 || self.truncated {
+                self.set_mode(Mode::Text);
+                if self.held() > 0 || self.truncated {
                     return Some(self.take_line());
                 }
                 return None;
@@ -452,19 +501,21 @@ impl<const LINE_MAX: usize> ConsoleScanner<LINE_MAX> {
             // Final bytes, and anything unexpected, end the sequence.
             _ => Mode::Text,
         };
+        self.set_mode(next);
         None
     }
 
     /// End the current line: reset for the next one and hand out this one
     /// (its bytes stay in `buf` until the next byte is stored).
+    #[inline(always)]
     fn take_line(&mut self) -> Line<'_> {
         let truncated = self.truncated;
-        let mut len = self.len;
+        let mut len = self.held();
         if truncated {
             self.truncations = self.truncations.wrapping_add(1);
             len = utf8_cut(self.buf.get(..len).unwrap_or(&[]));
         }
-        self.len = 0;
+        self.set_held(0);
         self.truncated = false;
         self.lines = self.lines.wrapping_add(1);
         let mut line = Line::parse(self.buf.get(..len).unwrap_or(&[]));
@@ -611,7 +662,8 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         } else {
             line.text
         };
-        let Some(at) = self.reserve(HDR.saturating_add(text.len())) else { return };
+        // text.len() <= cap < BYTES: the sum cannot wrap.
+        let Some(at) = self.reserve(HDR.wrapping_add(text.len())) else { return };
         let mut flags = 0u8;
         if truncated {
             flags |= FLAG_TRUNCATED;
@@ -624,15 +676,20 @@ impl<const BYTES: usize> ContextRing<BYTES> {
             flags |= f.saturating_add(1).min(31) << FLAG_FACILITY_SHIFT;
         }
         let [l0, l1] = u16::try_from(text.len()).unwrap_or(0).to_le_bytes();
-        let [t0, t1, t2, t3, t4, t5, t6, t7] = line.ts_usec.unwrap_or(0).to_le_bytes();
         let level = line.level.unwrap_or(NO_LEVEL);
-        let header = [l0, l1, level, flags, t0, t1, t2, t3, t4, t5, t6, t7];
-        let Some(dst) = self.buf.get_mut(at..) else { return };
-        if let Some(h) = dst.get_mut(..HDR) {
-            h.copy_from_slice(&header);
+        let Some((head, body)) =
+            self.buf.get_mut(at..).and_then(|d| d.split_first_chunk_mut::<HDR>())
+        else {
+            return;
+        };
+        if let Some((meta, ts)) = head.split_first_chunk_mut::<4>() {
+            *meta = [l0, l1, level, flags];
+            if let Ok(ts) = <&mut [u8; 8]>::try_from(ts) {
+                *ts = line.ts_usec.unwrap_or(0).to_le_bytes();
+            }
         }
-        copy_prefix(dst.get_mut(HDR..).unwrap_or(&mut []), text);
-        self.len = self.len.saturating_add(1);
+        copy_prefix(body, text);
+        self.len = self.len.wrapping_add(1);
         self.pushed = self.pushed.wrapping_add(1);
     }
 
@@ -642,27 +699,26 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         if need > BYTES {
             return None;
         }
+        // Invariants: end <= BYTES; start <= end unless wrapped, then
+        // end <= start; so the wrapping ops below cannot wrap.
         loop {
-            if self.len == 0 {
-                self.clear();
-            }
             match self.wrap_at {
                 None => {
-                    if BYTES.saturating_sub(self.end) >= need {
+                    if need <= BYTES.wrapping_sub(self.end) {
                         let at = self.end;
-                        self.end = at.saturating_add(need);
+                        self.end = at.wrapping_add(need);
                         return Some(at);
                     }
-                    if self.start >= need {
+                    if need <= self.start {
                         self.wrap_at = Some(self.end);
                         self.end = need;
                         return Some(0);
                     }
                 }
                 Some(_) => {
-                    if self.start.saturating_sub(self.end) >= need {
+                    if need <= self.start.wrapping_sub(self.end) {
                         let at = self.end;
-                        self.end = at.saturating_add(need);
+                        self.end = at.wrapping_add(need);
                         return Some(at);
                     }
                 }
@@ -673,26 +729,27 @@ impl<const BYTES: usize> ContextRing<BYTES> {
         }
     }
 
-    /// Drop the oldest entry; false when there is none (or the ring is
-    /// inconsistent, which cannot happen but must not loop).
+    /// Drop the oldest entry; false when there is none.
     fn evict(&mut self) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let Some(size) = entry_size(self.buf.get(self.start..).unwrap_or(&[])) else {
+        if self.len <= 1 {
+            // Empty, or about to be: start over at offset 0.
+            let had = self.len == 1;
             self.clear();
-            return true;
-        };
-        self.start = self.start.saturating_add(size);
-        self.len = self.len.saturating_sub(1);
-        if let Some(w) = self.wrap_at {
-            if self.start >= w {
-                self.start = 0;
-                self.wrap_at = None;
+            return had;
+        }
+        match entry_size(self.buf.get(self.start..).unwrap_or(&[])) {
+            Some(size) => {
+                self.start = self.start.wrapping_add(size);
+                self.len = self.len.wrapping_sub(1);
+                if let Some(w) = self.wrap_at {
+                    if self.start >= w {
+                        self.start = 0;
+                        self.wrap_at = None;
+                    }
+                }
             }
-        }
-        if self.len == 0 {
-            self.clear();
+            // Cannot happen (entries are written whole); never loop on it.
+            None => self.clear(),
         }
         true
     }

@@ -11,9 +11,7 @@
 )] // test code: a panic is a test failure
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use relay_core::detect::{Certainty, HostSignal, Kind};
-use relay_core::frame::{
-    Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag, MAX_FRAME_LEN,
-};
+use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag, MAX_FRAME_LEN};
 use relay_core::netconsole::ExtRepr;
 use relay_core::relay::{ConfigError, Relay, RelayConfig, RelayStats};
 use relay_core::report::{self, Freshness, Refusal};
@@ -80,7 +78,11 @@ struct Sent {
 /// What a datagram turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 enum Datagram {
-    Line { seq: u64, text: Vec<u8>, frag: Option<(u32, u32)> },
+    Line {
+        seq: u64,
+        text: Vec<u8>,
+        frag: Option<(u32, u32)>,
+    },
     Report(OwnedReport),
 }
 
@@ -158,17 +160,27 @@ fn decode(payload: &[u8]) -> Datagram {
             repeat_index: r.repeat_index,
         });
     }
-    let rec = ExtRepr::parse(payload).unwrap_or_else(|e| {
-        panic!("{e:?}: {:?}", String::from_utf8_lossy(payload))
-    });
+    let rec = ExtRepr::parse(payload)
+        .unwrap_or_else(|e| panic!("{e:?}: {:?}", String::from_utf8_lossy(payload)));
     if rec.frag.is_none() {
-        let text: Vec<u8> = rec.unescaped_text().collect::<Result<_, _>>().expect("valid escapes");
+        let text: Vec<u8> = rec
+            .unescaped_text()
+            .collect::<Result<_, _>>()
+            .expect("valid escapes");
         assert_eq!(rec.text().len() + 1, rec.payload.len(), "no dictionary");
-        return Datagram::Line { seq: rec.seq, text, frag: None };
+        return Datagram::Line {
+            seq: rec.seq,
+            text,
+            frag: None,
+        };
     }
     // A fragment of a long line: keep the raw escaped piece; lines() joins them.
     let frag = rec.frag.map(|f| (f.offset, f.total));
-    Datagram::Line { seq: rec.seq, text: rec.payload.to_vec(), frag }
+    Datagram::Line {
+        seq: rec.seq,
+        text: rec.payload.to_vec(),
+        frag,
+    }
 }
 
 struct Harness {
@@ -197,7 +209,11 @@ impl Harness {
                 None => {
                     // Nothing left now: the relay must not claim otherwise.
                     if let Some(t) = self.relay.poll_timeout() {
-                        assert!(t > self.now, "poll_timeout {t:?} but nothing to send at {:?}", self.now);
+                        assert!(
+                            t > self.now,
+                            "poll_timeout {t:?} but nothing to send at {:?}",
+                            self.now
+                        );
                     }
                     return;
                 }
@@ -210,7 +226,9 @@ impl Harness {
     /// after every chunk as a firmware's main loop would.
     fn feed(&mut self, bytes: &[u8], chunk: usize) {
         for c in bytes.chunks(chunk) {
-            self.now = self.now.saturating_add(Duration(US_PER_BYTE * c.len() as u64));
+            self.now = self
+                .now
+                .saturating_add(Duration(US_PER_BYTE * c.len() as u64));
             self.relay.handle_console(c, self.now);
             self.drain();
         }
@@ -256,18 +274,27 @@ fn lines(d: &[(Instant, Datagram)]) -> Vec<(u64, String)> {
     let mut out: Vec<(u64, String)> = Vec::new();
     let mut body: Vec<u8> = Vec::new();
     for (_, d) in d {
-        let Datagram::Line { seq, text, frag } = d else { continue };
+        let Datagram::Line { seq, text, frag } = d else {
+            continue;
+        };
         match frag {
             None => out.push((*seq, String::from_utf8_lossy(text).into_owned())),
             Some((off, total)) => {
                 if *off == 0 {
                     body.clear();
                 }
-                assert_eq!(body.len(), *off as usize, "fragments of line {seq} in order");
+                assert_eq!(
+                    body.len(),
+                    *off as usize,
+                    "fragments of line {seq} in order"
+                );
                 body.extend_from_slice(text);
                 if body.len() == *total as usize {
                     let end = body.iter().position(|&b| b == b'\n').unwrap();
-                    out.push((*seq, String::from_utf8_lossy(&unescape(&body[..end])).into_owned()));
+                    out.push((
+                        *seq,
+                        String::from_utf8_lossy(&unescape(&body[..end])).into_owned(),
+                    ));
                 }
             }
         }
@@ -297,7 +324,9 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 fn scanned(log: &[u8]) -> Vec<String> {
     let mut sc = relay_core::scanner::ConsoleScanner::<1024>::new();
     let mut out = Vec::new();
-    sc.push(log, |l| out.push(String::from_utf8_lossy(l.text).into_owned()));
+    sc.push(log, |l| {
+        out.push(String::from_utf8_lossy(l.text).into_owned())
+    });
     out
 }
 
@@ -329,7 +358,10 @@ fn last_gasp_with_mirror_off_sends_context_trigger_report_and_after_lines() {
     let context = lines(&d[..first_report]);
     assert!(context.len() > 20, "only {} context lines", context.len());
     assert_eq!(context.last().unwrap().1, PANIC_LINE);
-    assert!(context.windows(2).all(|w| w[1].0 == w[0].0 + 1), "context is contiguous");
+    assert!(
+        context.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "context is contiguous"
+    );
     // The context is the newest lines, so it ends at the panic line's number.
     let panic_seq = context.last().unwrap().0;
     assert_eq!(panic_seq, panic_line_index(&log));
@@ -355,14 +387,25 @@ fn last_gasp_with_mirror_off_sends_context_trigger_report_and_after_lines() {
     assert_eq!(first.boot_counter, 41);
     assert_eq!(first.host_ts_usec, Some(6_582_893));
     assert_eq!(usize::from(first.context_lines), context.len() - 1);
-    let suspected: Vec<_> = reps.iter().filter(|(_, r)| r.certainty == Certainty::Suspected).collect();
-    let confirmed: Vec<_> = reps.iter().filter(|(_, r)| r.certainty == Certainty::Confirmed).collect();
+    let suspected: Vec<_> = reps
+        .iter()
+        .filter(|(_, r)| r.certainty == Certainty::Suspected)
+        .collect();
+    let confirmed: Vec<_> = reps
+        .iter()
+        .filter(|(_, r)| r.certainty == Certainty::Confirmed)
+        .collect();
     // The end marker is 45 lines after the panic: it arrives (at serial speed)
     // while the suspected copies are still being repeated.
     assert!((1..8).contains(&suspected.len()), "{reps:#?}");
     assert_eq!(confirmed.len(), 8);
     assert_eq!(reps.len(), suspected.len() + confirmed.len());
-    assert!(reps.iter().position(|(_, r)| r.certainty == Certainty::Confirmed).unwrap() == suspected.len());
+    assert!(
+        reps.iter()
+            .position(|(_, r)| r.certainty == Certainty::Confirmed)
+            .unwrap()
+            == suspected.len()
+    );
     for (i, (_, r)) in confirmed.iter().enumerate() {
         assert_eq!(r.sequence, 1);
         assert_eq!(usize::from(r.repeat_index), i);
@@ -404,7 +447,10 @@ fn report_copies_follow_the_backoff_schedule() {
     h.run_until(h.now.saturating_add(Duration::from_secs(3)));
     let reps = reports(&h.datagrams(0));
     assert_eq!(reps.len(), 5);
-    let gaps: Vec<u64> = reps.windows(2).map(|w| w[1].0.saturating_since(w[0].0).as_millis()).collect();
+    let gaps: Vec<u64> = reps
+        .windows(2)
+        .map(|w| w[1].0.saturating_since(w[0].0).as_millis())
+        .collect();
     assert_eq!(gaps, [10, 20, 30, 30]);
     for (i, (_, r)) in reps.iter().enumerate() {
         assert_eq!(r.kind, Kind::PowerLost);
@@ -425,7 +471,12 @@ fn default_backoff_is_eight_copies_over_about_two_seconds() {
     h.run_until(t0.saturating_add(Duration::from_secs(10)));
     let reps = reports(&h.datagrams(0));
     assert_eq!(reps.len(), 8);
-    let span = reps.last().unwrap().0.saturating_since(reps[0].0).as_millis();
+    let span = reps
+        .last()
+        .unwrap()
+        .0
+        .saturating_since(reps[0].0)
+        .as_millis();
     assert!((1500..=2500).contains(&span), "8 copies over {span} ms");
     assert_eq!(reps[0].0, t0, "the first copy goes out at once");
 }
@@ -441,7 +492,13 @@ fn every_collector_receives_the_same_datagrams() {
     h.feed(&log, 16);
     h.run_until(h.now.saturating_add(Duration::from_secs(5)));
     let by: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|c| h.sent.iter().filter(|s| s.collector == c).map(|s| s.payload.clone()).collect())
+        .map(|c| {
+            h.sent
+                .iter()
+                .filter(|s| s.collector == c)
+                .map(|s| s.payload.clone())
+                .collect()
+        })
         .collect();
     assert!(by[0].len() > 400);
     for c in 1..4 {
@@ -476,11 +533,23 @@ fn mirror_rate_limit_counts_what_it_loses_but_the_last_gasp_gets_through() {
     // Lines go out in order, without duplicates, holes counted.
     assert!(l.windows(2).all(|w| w[1].0 > w[0].0));
     assert_eq!(st.lines_sent as usize, l.len());
-    assert_eq!(l.len() + st.lines_lost as usize, log_line_count(&log), "{st:?}");
-    let first_report = d.iter().position(|(_, d)| matches!(d, Datagram::Report(_))).unwrap();
+    assert_eq!(
+        l.len() + st.lines_lost as usize,
+        log_line_count(&log),
+        "{st:?}"
+    );
+    let first_report = d
+        .iter()
+        .position(|(_, d)| matches!(d, Datagram::Report(_)))
+        .unwrap();
     assert_eq!(lines(&d[..first_report]).last().unwrap().1, PANIC_LINE);
     let reps = reports(&d);
-    assert_eq!(reps.iter().filter(|(_, r)| r.certainty == Certainty::Confirmed).count(), 8);
+    assert_eq!(
+        reps.iter()
+            .filter(|(_, r)| r.certainty == Certainty::Confirmed)
+            .count(),
+        8
+    );
     assert!(reps[0].1.certainty == Certainty::Suspected);
 }
 
@@ -500,11 +569,24 @@ fn a_small_relay_on_a_small_ring_still_flushes_its_context() {
             got.push(decode(&parse_frame(&buf[..n], now).payload));
         }
     }
-    let before_report: Vec<_> = got.iter().take_while(|d| !matches!(d, Datagram::Report(_))).collect();
-    assert!(before_report.len() > 3 && before_report.len() < 40, "{}", before_report.len());
-    let Datagram::Line { text, .. } = before_report.last().unwrap() else { panic!("not a line") };
+    let before_report: Vec<_> = got
+        .iter()
+        .take_while(|d| !matches!(d, Datagram::Report(_)))
+        .collect();
+    assert!(
+        before_report.len() > 3 && before_report.len() < 40,
+        "{}",
+        before_report.len()
+    );
+    let Datagram::Line { text, .. } = before_report.last().unwrap() else {
+        panic!("not a line")
+    };
     assert_eq!(text, PANIC_LINE.as_bytes());
-    assert!(std::mem::size_of_val(&relay) < 8192, "{}", std::mem::size_of_val(&relay));
+    assert!(
+        std::mem::size_of_val(&relay) < 8192,
+        "{}",
+        std::mem::size_of_val(&relay)
+    );
 }
 
 #[test]
@@ -536,7 +618,11 @@ fn counters_wrap_without_trouble() {
         .sent
         .iter()
         .filter(|s| report::is_report(&s.payload))
-        .filter(|s| fresh.check(&report::verify(&s.payload, &KEY).unwrap()).is_ok())
+        .filter(|s| {
+            fresh
+                .check(&report::verify(&s.payload, &KEY).unwrap())
+                .is_ok()
+        })
         .count();
     assert_eq!(accepted, 2);
     // The IPv4 ID wraps too.
@@ -577,15 +663,28 @@ fn silence_confirms_a_suspected_panic() {
     let mut cfg = config(1);
     cfg.mirror = false;
     let mut h = Harness::new(cfg);
-    h.feed(b"[    5.000000] Kernel panic - not syncing: Attempted to kill init!\r\n", 64);
+    h.feed(
+        b"[    5.000000] Kernel panic - not syncing: Attempted to kill init!\r\n",
+        64,
+    );
     let t = h.now;
     h.run_until(t.saturating_add(Duration::from_secs(10)));
     let reps = reports(&h.datagrams(0));
-    let confirmed: Vec<_> = reps.iter().filter(|(_, r)| r.certainty == Certainty::Confirmed).collect();
+    let confirmed: Vec<_> = reps
+        .iter()
+        .filter(|(_, r)| r.certainty == Certainty::Confirmed)
+        .collect();
     assert_eq!(confirmed.len(), 8);
     let after = confirmed[0].0.saturating_since(t);
-    assert_eq!(after, h.relay.config().detector.silence, "confirmed exactly when the console fell silent");
-    assert_eq!(confirmed[0].1.trigger_line, "Kernel panic - not syncing: Attempted to kill init!");
+    assert_eq!(
+        after,
+        h.relay.config().detector.silence,
+        "confirmed exactly when the console fell silent"
+    );
+    assert_eq!(
+        confirmed[0].1.trigger_line,
+        "Kernel panic - not syncing: Attempted to kill init!"
+    );
 }
 
 #[test]
@@ -627,9 +726,21 @@ fn a_small_buffer_is_counted_not_fatal() {
 
 #[test]
 fn relay_size_is_bounded() {
-    let size = std::mem::size_of::<Relay>();
-    println!("size_of::<Relay>() = {size} bytes");
-    assert!(size < 16 * 1024, "{size}");
+    use relay_core::scanner::{ConsoleScanner, ContextRing};
+    use std::mem::size_of;
+    let size = size_of::<Relay>();
+    let buffers = size_of::<ContextRing<8192>>() + size_of::<ConsoleScanner<1024>>();
+    println!(
+        "size_of::<Relay>() = {size} B (ring + scanner {buffers} B; RelayConfig {} B, Signer {} B, \
+         FrameTemplate {} B; RelayWith<1024, 256> {} B)",
+        size_of::<RelayConfig>(),
+        size_of::<report::Signer>(),
+        size_of::<FrameTemplate>(),
+        size_of::<relay_core::relay::RelayWith<1024, 256>>()
+    );
+    // Everything beyond the two sized buffers: config (4 templates, names),
+    // one datagram buffer, the report's trigger line, counters.
+    assert!(size - buffers <= 3 * 1024, "{size} - {buffers}");
 }
 
 #[test]
@@ -644,7 +755,11 @@ fn every_captured_console_log_gives_one_panic_report() {
         let reps = reports(&h.datagrams(1));
         assert!(!reps.is_empty(), "{run}");
         let seqs: std::collections::BTreeSet<u32> = reps.iter().map(|(_, r)| r.sequence).collect();
-        assert_eq!(seqs.len(), 2, "{run}: one suspected and one confirmed report");
+        assert_eq!(
+            seqs.len(),
+            2,
+            "{run}: one suspected and one confirmed report"
+        );
         for (_, r) in &reps {
             assert_eq!(r.kind, Kind::KernelPanic, "{run}");
             assert_eq!(r.trigger_line, PANIC_LINE, "{run}");
@@ -652,4 +767,17 @@ fn every_captured_console_log_gives_one_panic_report() {
         assert_eq!(h.stats().triggers, 1, "{run}");
         assert_eq!(h.stats().lines_lost, 0, "{run}");
     }
+}
+
+#[test]
+fn debug_output_never_shows_the_key() {
+    let cfg = config(1);
+    let shown = format!("{cfg:?}");
+    assert!(shown.contains("relay-7") && shown.contains("<redacted>"));
+    let hex: String = KEY.iter().map(|b| format!("{b}, ")).collect();
+    assert!(!shown.contains(&hex[..20]), "{shown}");
+    let relay = Relay::new(cfg).unwrap();
+    let shown = format!("{relay:?}");
+    assert!(!shown.contains(&hex[..20]));
+    assert_eq!(format!("{:?}", report::Signer::new(&KEY)), "Signer { .. }");
 }

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use relay_core::detect::{Certainty, Kind};
 use relay_core::report::{
-    encode_signed, is_report, verify, Field, Freshness, RelayFreshness, Refusal, Report,
+    encode_signed, is_report, verify, Field, Freshness, Refusal, RelayFreshness, Report,
     ReportError, MAGIC, MAX_NODE_NAME, MAX_RELAY_ID, MAX_REPORT_LEN, MAX_TRIGGER_LINE,
     MIN_REPORT_LEN, VERSION,
 };
@@ -45,8 +45,27 @@ fn round_trip_with_the_right_key() {
     let d = signed(&r, &KEY);
     assert!(d.starts_with(&MAGIC));
     assert!(is_report(&d));
-    assert_eq!(d[MAGIC.len()], VERSION, "version is the byte after the magic");
+    assert_eq!(
+        d[MAGIC.len()],
+        VERSION,
+        "version is the byte after the magic"
+    );
     assert_eq!(verify(&d, &KEY), Ok(r));
+}
+
+#[test]
+fn signer_matches_the_one_shot_functions() {
+    let r = sample();
+    let d = signed(&r, &KEY);
+    let signer = relay_core::report::Signer::new(&KEY);
+    let mut buf = [0u8; MAX_REPORT_LEN];
+    let n = signer.encode_signed(&r, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &d[..], "same bytes as encode_signed");
+    assert_eq!(signer.verify(&d), Ok(r));
+    assert_eq!(
+        relay_core::report::Signer::new(&OTHER_KEY).verify(&d),
+        Err(Refusal::BadTag)
+    );
 }
 
 #[test]

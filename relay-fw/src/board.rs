@@ -11,6 +11,11 @@ pub trait ConsoleInput {
     async fn read(&mut self, buf: &mut [u8]) -> usize;
     /// Bytes lost by the hardware (receive overruns) since boot.
     fn lost(&self) -> u32;
+    /// [`measure`](crate::measure) stamp of the last byte received, when the
+    /// board takes one (latency measurement only).
+    fn last_byte_stamp(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Out-of-band signals about the host: power, CATERR, watchdog (GPIO lines

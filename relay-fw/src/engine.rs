@@ -1,34 +1,83 @@
-//! Adapter from [`FwConfig`] to relay-core's relay state machine.
-//! (Interim: relay-core's `Relay` has not landed yet; this counts input so
-//! the drivers and the network can be brought up.)
-use relay_core::detect::HostSignal;
+//! From [`FwConfig`] to relay-core's [`Relay`]: one netpoll-style frame
+//! template per collector, built once at boot (the destination MAC starts as
+//! broadcast and is replaced by the [`arp`](crate::tasks::arp) task as soon as
+//! the collector's next hop answers).
+use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag};
+use relay_core::relay::{Relay, RelayConfig};
 
 use crate::config::FwConfig;
 
-/// The relay state machine as the tasks see it.
-pub struct Engine {
-    console_bytes: u64,
-}
+/// The relay state machine the tasks drive.
+pub type Engine = Relay;
 
-impl Engine {
-    /// A relay for `cfg`, sending from `src_ip`.
-    pub fn new(_cfg: &FwConfig, _boot: u32, _src_ip: [u8; 4]) -> Option<Self> {
-        Some(Self { console_bytes: 0 })
+/// Build the relay for `cfg`, sending from `src_mac`/`src_ip`; None (logged)
+/// when relay-core refuses the configuration.
+pub fn build(
+    cfg: &FwConfig,
+    boot_counter: u32,
+    src_mac: [u8; 6],
+    src_ip: [u8; 4],
+) -> Option<Relay> {
+    let mut templates = cfg.collectors.iter().map(|c| {
+        let ep = Endpoints {
+            src_mac: MacAddr(src_mac),
+            // broadcast until ARP answers: a last gasp before that still gets out
+            dst_mac: MacAddr([0xff; 6]),
+            vlan: cfg.vlan.map(|v| VlanTag {
+                pcp: v.pcp,
+                vid: v.vid,
+            }),
+            ip: IpEndpoints::V4 {
+                src: src_ip,
+                dst: c.ip,
+            },
+            src_port: c.src_port,
+            dst_port: c.port,
+        };
+        FrameTemplate::new(&ep, cfg.mtu)
+    });
+    let first = match templates.next()? {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = e;
+            defmt::error!("relay: collector 0 refused (address, VLAN or MTU)");
+            return None;
+        }
+    };
+    let mut rc = match RelayConfig::new(&cfg.relay_id, &cfg.node_name, cfg.key, boot_counter, first)
+    {
+        Ok(rc) => rc,
+        Err(_) => {
+            defmt::error!("relay: relay id, node name or collectors refused by relay-core");
+            return None;
+        }
+    };
+    for (i, t) in templates.enumerate() {
+        let added = match t {
+            Ok(t) => rc.collectors.push(t).is_ok(),
+            Err(_) => false,
+        };
+        if !added {
+            defmt::warn!("relay: collector {} refused, ignored", i + 1);
+        }
     }
-    /// Console bytes.
-    pub fn handle_console(&mut self, bytes: &[u8], _now: relay_core::Instant) {
-        self.console_bytes += bytes.len() as u64;
+    rc.mirror = cfg.mirror_console;
+    if cfg.mirror_lines_per_sec > 0 {
+        rc.mirror_lines_per_sec = cfg.mirror_lines_per_sec;
     }
-    /// A host signal.
-    pub fn handle_signal(&mut self, _sig: HostSignal, _now: relay_core::Instant) {}
-    /// The next frame to send.
-    pub fn poll_transmit(&mut self, _now: relay_core::Instant, _buf: &mut [u8]) -> Option<usize> {
-        None
+    match Relay::new(rc) {
+        Ok(r) => {
+            defmt::info!(
+                "relay: {} for node {}, {} collector(s)",
+                cfg.relay_id.as_str(),
+                cfg.node_name.as_str(),
+                cfg.collectors.len()
+            );
+            Some(r)
+        }
+        Err(_) => {
+            defmt::error!("relay: configuration refused by relay-core");
+            None
+        }
     }
-    /// When to poll next.
-    pub fn poll_timeout(&self) -> Option<relay_core::Instant> {
-        None
-    }
-    /// New MAC for collector `i`.
-    pub fn set_collector_mac(&mut self, _i: usize, _mac: [u8; 6]) {}
 }

@@ -25,6 +25,8 @@ pub mod arp;
 #[cfg(feature = "firmware")]
 pub mod board;
 #[cfg(feature = "firmware")]
+pub mod measure;
+#[cfg(feature = "firmware")]
 pub mod net;
 #[cfg(feature = "firmware")]
 pub mod shared_nic;

@@ -26,12 +26,15 @@ pub enum Action {
     Run,
     /// Build, then print flash and static RAM use of the image.
     Size,
+    /// Link relay-core's panic-free check (relay-core/panic-check) for the
+    /// board's target, with Debian's toolchain and build-std.
+    PanicCheck,
 }
 
 /// Options of `fw`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// build, run or size
+    /// build, run, size or panic-check
     #[arg(value_enum)]
     pub action: Action,
     /// board directory name under boards/
@@ -39,13 +42,19 @@ pub struct Args {
     pub board: String,
 }
 
-/// The boards that exist (directories under boards/ with a Cargo.toml).
+/// The firmware boards: directories under boards/ with their own
+/// rust-toolchain.toml (boards that are Linux programs, such as openbmc,
+/// build in the host workspace instead).
 pub fn boards() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root().join("boards"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter(|e| {
+            e.path().join("Cargo.toml").is_file() && e.path().join("rust-toolchain.toml").is_file()
+        })
+        // boards/openbmc is a std Linux program in the host workspace (xtask openbmc)
+        .filter(|e| e.path().join(".cargo/config.toml").is_file())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     v.sort();
@@ -104,15 +113,50 @@ pub fn board_dir(board: &str) -> Result<PathBuf> {
 /// board's .cargo/config.toml).
 pub fn image_path(board: &str) -> Result<PathBuf> {
     let dir = board_dir(board)?;
+    Ok(dir
+        .join("target")
+        .join(target(board)?)
+        .join("release")
+        .join(board))
+}
+
+/// The target triple of `board` (from its .cargo/config.toml).
+pub fn target(board: &str) -> Result<String> {
+    let dir = board_dir(board)?;
     let cfg = std::fs::read_to_string(dir.join(".cargo/config.toml"))
         .with_context(|| format!("reading boards/{board}/.cargo/config.toml"))?;
-    let target = cfg
-        .lines()
+    cfg.lines()
         .map(str::trim)
         .find_map(|l| l.strip_prefix("target = "))
         .map(|t| t.trim_matches('"').to_string())
-        .context("no `target = ...` in the board's .cargo/config.toml")?;
-    Ok(dir.join("target").join(target).join("release").join(board))
+        .context("no `target = ...` in the board's .cargo/config.toml")
+}
+
+/// relay-core's link-time panic check, linked for `board`'s target: the
+/// optimiser must remove every panic path on that target too (32-bit
+/// targets prove fewer bounds than x86_64 does).
+pub fn panic_check(board: &str) -> Result<()> {
+    check_toolchain()?;
+    let target = target(board)?;
+    let dir = root().join("relay-core/panic-check");
+    sh(debian_cargo(&dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .args(["build", "--release", "--target", &target])
+        .args([
+            "-Z",
+            "build-std=core",
+            "-Z",
+            "build-std-features=compiler-builtins-mem",
+        ]))
+    .with_context(|| {
+        format!(
+            "relay-core has a reachable panic path on {target} (the link needs \
+             relay_core_panic_path_reachable)"
+        )
+    })?;
+    eprintln!("xtask fw: relay-core links without any panic path on {target}");
+    Ok(())
 }
 
 /// Build the release image of `board`; returns the ELF path.
@@ -135,6 +179,7 @@ pub fn run(a: Args) -> Result<()> {
             let dir = board_dir(&a.board)?;
             sh(debian_cargo(&dir).args(["run", "--release", "--locked"]))?;
         }
+        Action::PanicCheck => panic_check(&a.board)?,
         Action::Size => {
             let elf = build(&a.board)?;
             let s = elf_size(&elf)?;
@@ -195,11 +240,19 @@ pub fn elf_size(path: &Path) -> Result<Size> {
     const SHF_WRITE: u64 = 1;
     const SHF_ALLOC: u64 = 2;
     const SHT_NOBITS: u64 = 8;
-    let mut s = Size { flash: 0, ram: 0, sections: Vec::new() };
+    let mut s = Size {
+        flash: 0,
+        ram: 0,
+        sections: Vec::new(),
+    };
     for i in 0..shnum {
         let base = sh(i);
-        let (name, ty, flags, size) =
-            (u32_at(base)?, u32_at(base + 4)?, u32_at(base + 8)?, u32_at(base + 0x14)?);
+        let (name, ty, flags, size) = (
+            u32_at(base)?,
+            u32_at(base + 4)?,
+            u32_at(base + 8)?,
+            u32_at(base + 0x14)?,
+        );
         if flags & SHF_ALLOC == 0 || size == 0 {
             continue;
         }

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod blast;
 mod demo;
 mod fuzz;
 mod fw;
@@ -37,6 +38,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Cross-build the OpenBMC relay for armv7 BMCs (`build`, or `check` = build + run under qemu-arm).
     Openbmc(openbmc::Args),
+    /// UDP load generator for host-bridge (settable message mix and rate).
+    Blast(blast::Args),
     /// Link-time proof that relay-core's public API cannot panic.
     PanicCheck(panic_check::Args),
     /// The main job: an emulated relay, the bridge and a panicking Linux host.
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         Cmd::Test(a) => test::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Blast(a) => blast::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Openbmc(a) => openbmc::run(a),
         Cmd::PanicCheck(a) => panic_check::run(a),

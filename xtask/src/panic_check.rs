@@ -8,7 +8,8 @@ use std::process::Command;
 #[derive(clap::Args)]
 pub struct Args {
     /// Target triple to link for (default: the host). Bare-metal targets such
-    /// as thumbv7em-none-eabihf need a toolchain that has their `core`.
+    /// as thumbv7em-none-eabihf are built with Debian's firmware toolchain
+    /// and `-Z build-std=core` (see `cargo xtask setup`).
     #[arg(long)]
     pub target: Option<String>,
     /// Instead of failing, link with a looping panic handler and list the
@@ -17,17 +18,33 @@ pub struct Args {
     pub locate: bool,
 }
 
-fn cargo(a: &Args) -> Command {
+/// The build command: the host toolchain for the host; Debian's firmware
+/// toolchain with `-Z build-std=core` for a bare-metal target (`*-none*`).
+fn cargo(a: &Args) -> Result<Command> {
     let dir = root().join("relay-core/panic-check");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&dir)
-        .env("CARGO_TARGET_DIR", dir.join("target"))
-        .args(["build", "--release", "--manifest-path"])
+    let mut cmd = match &a.target {
+        Some(t) if t.contains("-none") => {
+            crate::fw::check_toolchain()?;
+            let mut c = crate::fw::debian_cargo(&dir);
+            c.env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_DIR", dir.join("target/fw"))
+                .args(["build", "-Z", "build-std=core"]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            c.current_dir(&dir)
+                .env("CARGO_TARGET_DIR", dir.join("target"))
+                .arg("build");
+            c
+        }
+    };
+    cmd.args(["--release", "--manifest-path"])
         .arg(dir.join("Cargo.toml"));
     if let Some(t) = &a.target {
         cmd.args(["--target", t]);
     }
-    cmd
+    Ok(cmd)
 }
 
 /// Build relay-core/panic-check in release (opt-level 3, fat LTO,
@@ -37,12 +54,15 @@ pub fn run(a: Args) -> Result<()> {
     if a.locate {
         return locate(&a);
     }
-    sh(&mut cargo(&a)).context(
+    sh(&mut cargo(&a)?).context(
         "panic-check failed; if the linker reports \
          `undefined symbol: relay_core_panic_path_reachable`, relay-core has a \
          reachable panic path (run `cargo xtask panic-check --locate` to find it)",
     )?;
-    eprintln!("xtask panic-check: relay-core's public API links without any panic path");
+    eprintln!(
+        "xtask panic-check: relay-core's public API links without any panic path ({})",
+        a.target.as_deref().unwrap_or("host")
+    );
     Ok(())
 }
 
@@ -52,7 +72,7 @@ fn locate(a: &Args) -> Result<()> {
     if a.target.is_some() {
         bail!("--locate works for the host target only");
     }
-    sh(cargo(a)
+    sh(cargo(a)?
         .args(["--features", "locate"])
         .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only"))?;
     let bin = root().join("relay-core/panic-check/target/release/panic-check");
@@ -64,9 +84,16 @@ fn locate(a: &Args) -> Result<()> {
     let asm = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = asm.lines().collect();
     let is_panic = |sym: &str| {
-        ["panicking", "panic_bounds_check", "_fail", "unwrap_failed", "expect_failed", "panic_fmt"]
-            .iter()
-            .any(|p| sym.contains(p))
+        [
+            "panicking",
+            "panic_bounds_check",
+            "_fail",
+            "unwrap_failed",
+            "expect_failed",
+            "panic_fmt",
+        ]
+        .iter()
+        .any(|p| sym.contains(p))
     };
     // Addresses of the panic functions, as they appear as jump/call targets.
     let mut panic_fns = Vec::new();
@@ -80,7 +107,11 @@ fn locate(a: &Args) -> Result<()> {
     let source_before = |i: usize| -> Vec<&str> {
         let mut found = Vec::new();
         for l in lines[..i].iter().rev() {
-            if l.starts_with('/') && l.contains(".rs:") && !l.starts_with("/rustc/") && !found.contains(l) {
+            if l.starts_with('/')
+                && l.contains(".rs:")
+                && !l.starts_with("/rustc/")
+                && !found.contains(l)
+            {
                 found.push(*l);
                 if found.len() == 3 {
                     break;
@@ -98,7 +129,8 @@ fn locate(a: &Args) -> Result<()> {
         if in_panic_fn {
             continue; // core's own panic plumbing
         }
-        let is_call = (l.contains("\tcall ") || l.contains("\tjmp ")) && panic_fns.iter().any(|f| l.contains(f.as_str()));
+        let is_call = (l.contains("\tcall ") || l.contains("\tjmp "))
+            && panic_fns.iter().any(|f| l.contains(f.as_str()));
         if !is_call {
             continue;
         }
@@ -106,7 +138,10 @@ fn locate(a: &Args) -> Result<()> {
         println!("panic call: {}", l.trim());
         // Jumps into the few instructions before the call.
         for back in 0..4 {
-            let Some(addr) = lines.get(i.saturating_sub(back)).and_then(|x| x.trim_start().split_once(':')) else {
+            let Some(addr) = lines
+                .get(i.saturating_sub(back))
+                .and_then(|x| x.trim_start().split_once(':'))
+            else {
                 continue;
             };
             let needle = format!(" {} <", addr.0);

@@ -241,11 +241,45 @@ pub fn neighbours(v6: bool) -> io::Result<Vec<Neighbour>> {
 }
 
 /// The MAC the neighbour table holds for `ip` on `ifindex`, if usable.
+/// IPv4 falls back to `/proc/net/arp` where the neighbour dump is refused
+/// (seccomp filters, qemu-user's netlink translation).
 pub fn lookup_neighbour(ifindex: u32, ip: IpAddr) -> io::Result<Option<[u8; 6]>> {
-    Ok(neighbours(ip.is_ipv6())?
-        .into_iter()
-        .find(|n| n.ifindex == ifindex && n.ip == ip)
-        .map(|n| n.mac))
+    let table = match neighbours(ip.is_ipv6()) {
+        Ok(t) => t,
+        Err(e) if ip.is_ipv4() => {
+            tracing::debug!(error = %e, "RTM_GETNEIGH refused; reading /proc/net/arp");
+            proc_net_arp(&std::fs::read_to_string("/proc/net/arp")?, |name| {
+                let c = std::ffi::CString::new(name).ok()?;
+                // SAFETY: c is a valid C string for the call's duration.
+                let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                (i != 0).then_some(i)
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(table.into_iter().find(|n| n.ifindex == ifindex && n.ip == ip).map(|n| n.mac))
+}
+
+/// Complete entries of `/proc/net/arp` (`IP HWtype Flags HWaddr Mask Device`).
+pub fn proc_net_arp(text: &str, ifindex: impl Fn(&str) -> Option<u32>) -> Vec<Neighbour> {
+    const ATF_COM: u16 = 0x2;
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [ip, _hwtype, flags, mac, _mask, dev] = f.as_slice() else { return None };
+            let flags = u16::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
+            if flags & ATF_COM == 0 {
+                return None;
+            }
+            Some(Neighbour {
+                ifindex: ifindex(dev)?,
+                ip: IpAddr::V4(ip.parse().ok()?),
+                mac: crate::config::parse_mac(mac)?,
+                state: flags,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -270,6 +304,17 @@ mod tests {
             assert!(n.ifindex > 0);
         }
         Ok(())
+    }
+
+    #[test]
+    fn proc_net_arp_keeps_complete_entries() {
+        let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                    10.0.0.5         0x1         0x2         02:00:00:00:00:05     *        eth0\n\
+                    10.0.0.6         0x1         0x0         00:00:00:00:00:00     *        eth0\n\
+                    10.0.0.7         0x1         0x6         02:00:00:00:00:07     *        eth9\n\
+                    garbage\n";
+        let n = proc_net_arp(text, |d| (d == "eth0").then_some(2));
+        assert_eq!(n, vec![Neighbour { ifindex: 2, ip: "10.0.0.5".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), mac: [2, 0, 0, 0, 0, 5], state: 2 }]);
     }
 
     #[test]

@@ -145,18 +145,6 @@ fn obmc_console_socket_to_af_packet_frames() -> TestResult {
     Ok(())
 }
 
-fn openpty() -> std::io::Result<(std::fs::File, std::fs::File, String)> {
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: out pointers are valid; no name/termios/winsize requested.
-    if unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openpty returned two fresh fds that we now own.
-    let (master, slave) = unsafe { (std::os::fd::FromRawFd::from_raw_fd(master), std::os::fd::FromRawFd::from_raw_fd(slave)) };
-    let name = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&slave)))?;
-    Ok((master, slave, name.display().to_string()))
-}
-
 #[test]
 fn pty_console_through_udp_fallback() -> TestResult {
     if !can_use_netns("pty_console_through_udp_fallback") {
@@ -171,7 +159,7 @@ fn pty_console_through_udp_fallback() -> TestResult {
     let sock = Netns::in_ns(&ns.collector_ns, move || UdpSocket::bind(collector_addr)).join().map_err(|_| "bind thread")??;
     sock.set_read_timeout(Some(Duration::from_secs(4)))?;
     let relay = start_relay(&ns.relay_ns, &files);
-    relay.connected.recv_timeout(Duration::from_secs(10))?;
+    relay.wait_for("console connected", Duration::from_secs(10));
     // A burst much faster than any UART: the mirror's rate limit drops
     // lines (counted by relay-core), the last gasp must still get through.
     for chunk in log.chunks(700) {
@@ -204,6 +192,53 @@ fn pty_console_through_udp_fallback() -> TestResult {
     let reference: Vec<Vec<u8>> = reference_frames(&ns, &files.journal, 1).iter().map(|f| udp_payload(f).to_vec()).collect();
     assert_eq!(datagrams, reference, "UDP fallback payloads differ from relay-core's");
     eprintln!("{} datagrams ({} reports) over the pty + UDP path match relay-core", datagrams.len(), reports.len());
+    let _ = std::fs::remove_dir_all(&files.dir);
+    Ok(())
+}
+
+/// The kernel's neighbour table changes its mind about the collector's MAC
+/// while the relay runs (an administrator's permanent entry; the collector
+/// itself still answers ARP with its old MAC, so only the table can be the
+/// source): the refresher picks it up and the last-gasp frames carry it.
+/// The capture socket sees frames for any MAC on the veth.
+#[test]
+fn neighbour_refresh_follows_a_mac_change() -> TestResult {
+    if !can_use_netns("neighbour_refresh_follows_a_mac_change") {
+        return Ok(());
+    }
+    let ns = Netns::new();
+    let (mut master, _slave, pts) = openpty()?;
+    let files = relay_files("refresh", &ns, &format!("tty = \"{pts}\""), "packet");
+    let cfg = std::fs::read_to_string(&files.config)?.replace("source_port = 6665", "source_port = 6665\nneighbour_refresh_secs = 1");
+    std::fs::write(&files.config, cfg)?;
+    let cap = Netns::in_ns(&ns.collector_ns, {
+        let ifname = ns.collector_if.clone();
+        move || capture_socket(&ifname)
+    })
+    .join()
+    .map_err(|_| "capture thread")?;
+    let relay = start_relay(&ns.relay_ns, &files);
+    relay.wait_for("console connected", Duration::from_secs(10));
+
+    let new_mac = "02:6c:67:00:00:03";
+    let c = ns.collector_ip;
+    let ip = format!("{}.{}.{}.{}", c[0], c[1], c[2], c[3]);
+    let st = std::process::Command::new("ip")
+        .args(["-n", &ns.relay_ns, "neigh", "replace", &ip, "lladdr", new_mac, "dev", &ns.relay_if, "nud", "permanent"])
+        .status()?;
+    assert!(st.success());
+    relay.wait_for("frame template MAC updated", Duration::from_secs(10));
+    let log = serial_log();
+    let tail = &log[log.len() - 6000..]; // the panic and its context
+    master.write_all(tail)?;
+
+    let frames = collect(&cap, Duration::from_secs(4), Duration::from_secs(30), full_report_set);
+    relay.stop();
+    assert!(full_report_set(&frames), "no full set of reports");
+    for f in &frames {
+        assert_eq!(&f[..6], &[0x02, 0x6c, 0x67, 0, 0, 3], "a frame still went to the old MAC");
+    }
+    assert_eq!(frames, reference_frames(&ns, &files.journal, 1), "frames differ from relay-core's");
     let _ = std::fs::remove_dir_all(&files.dir);
     Ok(())
 }

@@ -30,6 +30,7 @@ const TX_CFG: usize = 0x70;
 const HW_CFG: usize = 0x74;
 const RX_FIFO_INF: usize = 0x7c;
 const TX_FIFO_INF: usize = 0x80;
+const FREE_RUN: usize = 0x9c;
 const MAC_CSR_CMD: usize = 0xa4;
 const MAC_CSR_DATA: usize = 0xa8;
 
@@ -124,7 +125,11 @@ impl Lan9118 {
         wr(INT_EN, INT_RSFL);
         wr(IRQ_CFG, IRQ_CFG_ON);
         defmt::info!("lan9118: id {=u32:08x}, mac {=[u8]:02x}", rd(ID_REV), mac);
-        Ok(Self { mac, rx_buf: [0; MTU + 4], tx_buf: [0; MTU] })
+        Ok(Self {
+            mac,
+            rx_buf: [0; MTU + 4],
+            tx_buf: [0; MTU],
+        })
     }
 
     fn rx_pending() -> bool {
@@ -177,6 +182,15 @@ impl Lan9118 {
         }
     }
 }
+
+/// The chip's free-running 25 MHz counter. QEMU derives it from the virtual
+/// clock, so under `-icount shift=0` one count is 40 guest instructions.
+pub fn free_run() -> u32 {
+    rd(FREE_RUN)
+}
+
+/// Nanoseconds per [`free_run`] count.
+pub const FREE_RUN_NS: u32 = 40;
 
 /// Interrupt handler body: acknowledge and wake whoever waits.
 pub fn on_interrupt() {

@@ -25,8 +25,8 @@ use uart::{RxState, UartRx};
 
 type Nic = SharedNic<Lan9118>;
 
-static CONSOLE: RxState<1024> = RxState::new(0x4000_4000);
-static SIGNALS: RxState<16> = RxState::new(0x4000_6000);
+static CONSOLE: RxState<1024> = RxState::new(0x4000_4000, lan9118::free_run);
+static SIGNALS: RxState<16> = RxState::new(0x4000_6000, lan9118::free_run);
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
 
 #[derive(Clone, Copy)]
@@ -64,7 +64,11 @@ async fn host_signals(rx: signals::SignalPort, relay: &'static RelayCell) -> ! {
 }
 
 #[embassy_executor::task]
-async fn arp(nic: &'static Nic, stack: embassy_net::Stack<'static>, relay: &'static RelayCell) -> ! {
+async fn arp(
+    nic: &'static Nic,
+    stack: embassy_net::Stack<'static>,
+    relay: &'static RelayCell,
+) -> ! {
     tasks::arp(nic, stack, relay).await
 }
 
@@ -76,29 +80,40 @@ async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     log::LOG_UART.enable(false);
-    let p = cortex_m::Peripherals::take().unwrap();
+    let p = defmt::unwrap!(cortex_m::Peripherals::take());
     time_driver::init(p.SYST);
 
     let mut store = storage::HostFiles;
     let cfg = tasks::load_config(DEFAULT_CONFIG, &mut store);
     let boot = tasks::boot_counter(&mut store);
 
-    let driver = Lan9118::new(cfg.mac).unwrap();
+    let driver = defmt::unwrap!(Lan9118::new(cfg.mac));
+    relay_fw::measure::set_counter(lan9118::free_run, lan9118::FREE_RUN_NS);
     static NIC: StaticCell<Nic> = StaticCell::new();
     let nic: &'static Nic = NIC.init(SharedNic::new(driver));
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
-    let seed = u64::from(boot) << 32 | u64::from_le_bytes([nic.mac()[0], nic.mac()[1], nic.mac()[2], nic.mac()[3], nic.mac()[4], nic.mac()[5], 0, 0]);
-    let (stack, runner) =
-        embassy_net::new(nic.net_port(), relay_fw::net::stack_config(&cfg), RESOURCES.init(StackResources::new()), seed);
+    // smoltcp's random seed (ephemeral ports): differs per relay and per boot
+    let m = nic.mac();
+    let seed =
+        (u64::from(boot) << 48) ^ u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
+    let (stack, runner) = embassy_net::new(
+        nic.net_port(),
+        relay_fw::net::stack_config(&cfg),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
 
     static RELAY: StaticCell<RelayCell> = StaticCell::new();
-    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot));
+    let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot, nic.mac()));
 
-    spawner.spawn(net(runner).unwrap());
-    spawner.spawn(relay(nic, relay_cell).unwrap());
-    spawner.spawn(arp(nic, stack, relay_cell).unwrap());
-    spawner.spawn(console(CONSOLE.split(), relay_cell).unwrap());
-    spawner.spawn(host_signals(signals::SignalPort::new(SIGNALS.split()), relay_cell).unwrap());
+    spawner.spawn(defmt::unwrap!(net(runner)));
+    spawner.spawn(defmt::unwrap!(relay(nic, relay_cell)));
+    spawner.spawn(defmt::unwrap!(arp(nic, stack, relay_cell)));
+    spawner.spawn(defmt::unwrap!(console(CONSOLE.split(), relay_cell)));
+    spawner.spawn(defmt::unwrap!(host_signals(
+        signals::SignalPort::new(SIGNALS.split()),
+        relay_cell
+    )));
 
     // Interrupts last: every waker and pipe they touch exists now.
     for irq in [0, 4, lan9118::IRQ] {

@@ -45,7 +45,11 @@ impl Regs {
     /// divider the model accepts.
     pub fn enable(self, rx: bool) {
         self.wr(BAUDDIV, 16);
-        let ctrl = if rx { CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN } else { CTRL_TX_EN };
+        let ctrl = if rx {
+            CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN
+        } else {
+            CTRL_TX_EN
+        };
         self.wr(CTRL, ctrl);
     }
 
@@ -64,16 +68,21 @@ pub struct RxState<const N: usize> {
     pipe: Pipe<CriticalSectionRawMutex, N>,
     paused: AtomicBool,
     overruns: AtomicU32,
+    /// Board counter when the last byte was taken (latency measurement).
+    last_stamp: AtomicU32,
+    stamp: fn() -> u32,
 }
 
 impl<const N: usize> RxState<N> {
-    /// State for the UART at `base`.
-    pub const fn new(base: usize) -> Self {
+    /// State for the UART at `base`; `stamp` reads the board's counter.
+    pub const fn new(base: usize, stamp: fn() -> u32) -> Self {
         Self {
             regs: Regs(base),
             pipe: Pipe::new(),
             paused: AtomicBool::new(false),
             overruns: AtomicU32::new(0),
+            last_stamp: AtomicU32::new(0),
+            stamp,
         }
     }
 
@@ -93,6 +102,7 @@ impl<const N: usize> RxState<N> {
                 return;
             }
             let b = r.rd(DATA) as u8;
+            self.last_stamp.store((self.stamp)(), Ordering::Relaxed);
             let _ = self.pipe.try_write(&[b]);
         }
     }
@@ -140,5 +150,8 @@ impl<const N: usize> relay_fw::board::ConsoleInput for UartRx<N> {
     }
     fn lost(&self) -> u32 {
         self.overruns()
+    }
+    fn last_byte_stamp(&self) -> Option<u32> {
+        Some(self.state.last_stamp.load(Ordering::Relaxed))
     }
 }

@@ -7,7 +7,11 @@ pub fn body_lines(body: &[u8], max_line: usize, out: &mut Vec<String>) {
     let text = body.split(|&b| b == b'\n').next().unwrap_or_default();
     // printk escapes control bytes (an embedded newline is `\x0a`); a malformed escape ends
     // the text there, as the kernel never produces one.
-    let raw: Vec<u8> = Unescape::new(text).map_while(Result::ok).collect();
+    let raw: std::borrow::Cow<'_, [u8]> = if text.contains(&b'\\') {
+        Unescape::new(text).map_while(Result::ok).collect::<Vec<u8>>().into()
+    } else {
+        text.into() // the common case: nothing escaped, nothing to copy
+    };
     for piece in raw.split(|&b| b == b'\n') {
         out.push(clean_line(piece, max_line));
     }

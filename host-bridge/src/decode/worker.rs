@@ -87,6 +87,8 @@ struct SourceState {
     node: Arc<NodeRef>,
     ext_seen: bool,
     last_seq: Option<u64>,
+    // Bit i: record `last_seq - i` was seen (duplicate suppression, as IPsec's replay window).
+    seen: u64,
     frags: Option<Box<Reasm>>,
     partial: String,
     ring: VecDeque<String>,
@@ -105,8 +107,9 @@ pub struct Worker {
     sources: LruCache<SourceId, SourceState>,
     lines: Vec<(String, bool)>,
     reassemblers: usize,
+    lines_seen: u64,
     epoch: Instant,
-    /// Heartbeat for the systemd watchdog: last loop time, ms since start.
+    /// Heartbeat for the systemd watchdog: [`crate::serve::uptime_ms`] of the last loop.
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -122,6 +125,7 @@ impl Worker {
             ctx,
             lines: Vec::new(),
             reassemblers: 0,
+            lines_seen: 0,
             epoch: Instant::now(),
             heartbeat: Arc::default(),
         }
@@ -129,7 +133,6 @@ impl Worker {
 
     /// Run until the ingest side closes.
     pub async fn run(mut self) {
-        let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -145,12 +148,12 @@ impl Worker {
                         let data = batch.buf.get(item.start..item.start + item.len).unwrap_or_default();
                         self.datagram((item.src, item.local_port), data, now);
                     }
+                    self.ctx.metrics.lines.inc_by(std::mem::take(&mut self.lines_seen));
                     self.ctx.metrics.processed.inc_by(n as u64);
                 }
                 _ = tick.tick() => self.tick(Instant::now()),
             }
-            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.heartbeat.store(ms, std::sync::atomic::Ordering::Relaxed);
+            self.heartbeat.store(crate::serve::uptime_ms(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -197,6 +200,7 @@ impl Worker {
                 node: Arc::new(ctx.node_of(id.0.ip())),
                 ext_seen: false,
                 last_seq: None,
+                seen: 0,
                 frags: None,
                 partial: String::new(),
                 ring: VecDeque::with_capacity(ctx.context_before),
@@ -284,24 +288,41 @@ impl Worker {
         st.ext_seen = true;
         st.last_activity = now;
         let mut new_boot = false;
+        // Fragments of one record share its seq; the reassembler refuses their duplicates.
+        let whole = d.frag.is_none();
         match st.last_seq {
-            None => st.last_seq = Some(d.seq),
+            None => {
+                st.last_seq = Some(d.seq);
+                st.seen = 1;
+            }
             Some(last) if d.seq > last => {
-                metrics.seq_holes.inc_by(d.seq - last - 1);
+                let jump = d.seq - last;
+                metrics.seq_holes.inc_by(jump - 1);
+                st.seen = if jump >= 64 { 1 } else { (st.seen << jump) | 1 };
                 st.last_seq = Some(d.seq);
             }
             Some(last) if d.seq + REORDER_WINDOW < last || (d.seq == 0 && last > REORDER_WINDOW) => {
                 metrics.seq_resets.inc();
                 st.last_seq = Some(d.seq);
+                st.seen = 1;
                 new_boot = true;
             }
-            Some(_) => {}
+            Some(last) => {
+                // Late (reordered) or repeated: a record seen before is a network duplicate.
+                let bit = 1u64.checked_shl(u32::try_from(last - d.seq).unwrap_or(u32::MAX)).unwrap_or(0);
+                if whole && st.seen & bit != 0 {
+                    metrics.decoded(Format::Extended);
+                    metrics.seq_duplicates.inc();
+                    return;
+                }
+                st.seen |= bit;
+            }
         }
         let kernel = d.facility() == 0;
         let mut created = false;
-        let body: Vec<u8> = if d.frag.is_none() {
+        let body: std::borrow::Cow<'_, [u8]> = if d.frag.is_none() {
             metrics.decoded(Format::Extended);
-            d.payload.to_vec()
+            d.payload.into()
         } else {
             if st.frags.is_none() {
                 if !room {
@@ -330,17 +351,13 @@ impl Worker {
                 }
             };
             metrics.reassembly_timeouts.inc_by(r.stats().evicted - evicted_before);
-            let idle = r.in_flight() == 0;
-            if idle {
-                st.frags = None;
-            }
-            match (created, idle) {
-                (true, false) => self.reassemblers += 1,
-                (false, true) => self.reassemblers = self.reassemblers.saturating_sub(1),
-                _ => {}
+            // Kept while the source sends fragments (allocating 16 KiB per record costs more
+            // than the record); the tick frees idle ones.
+            if created {
+                self.reassemblers += 1;
             }
             match out {
-                Some(b) => b,
+                Some(b) => b.into(),
                 None => return,
             }
         };
@@ -442,7 +459,7 @@ impl Worker {
 
     /// One console line from source `id`.
     fn line(&mut self, id: SourceId, line: String, kernel: bool, origin: Origin) {
-        self.ctx.metrics.lines.inc();
+        self.lines_seen += 1;
         let ctx = Arc::clone(&self.ctx);
         let Some(st) = self.sources.get_mut(&id) else { return };
         let mut out: Vec<ToManager> = Vec::new();

@@ -106,10 +106,12 @@ pub async fn receive_loop(sock: std::net::UdpSocket, batch: usize, dispatch: Dis
                     break;
                 }
             };
+            // Shared counters are bumped once per batch, not per datagram (cache-line traffic).
+            let mut bytes = 0u64;
+            m.datagrams.inc_by(n as u64);
             for i in 0..n {
                 let Some((src, data, truncated)) = rx.get(i) else { continue };
-                m.datagrams.inc();
-                m.bytes.inc_by(data.len() as u64);
+                bytes += data.len() as u64;
                 if truncated || data.len() > dispatch.max_datagram {
                     m.dropped(DropReason::Oversized, 1);
                     continue;
@@ -118,6 +120,7 @@ pub async fn receive_loop(sock: std::net::UdpSocket, batch: usize, dispatch: Dis
                     b.push(src, local_port, data);
                 }
             }
+            m.bytes.inc_by(bytes);
             for (w, b) in out.iter_mut().enumerate() {
                 if b.items.is_empty() {
                     continue;

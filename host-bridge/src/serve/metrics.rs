@@ -137,6 +137,8 @@ pub struct Metrics {
     pub seq_holes: Counter,
     /// Sequence resets (the host rebooted or netconsole reloaded).
     pub seq_resets: Counter,
+    /// Extended records received twice (network duplicates), dropped.
+    pub seq_duplicates: Counter,
     /// Incomplete ncfrag messages dropped after the timeout.
     pub reassembly_timeouts: Counter,
     /// Sources evicted from per-source state (least recently seen).
@@ -182,6 +184,8 @@ impl Metrics {
         registry.register("seq_holes", "Missing extended netconsole sequence numbers", seq_holes.clone());
         let seq_resets = Counter::default();
         registry.register("seq_resets", "Extended netconsole sequence resets", seq_resets.clone());
+        let seq_duplicates = Counter::default();
+        registry.register("seq_duplicates", "Extended netconsole records received twice, ignored", seq_duplicates.clone());
         let reassembly_timeouts = Counter::default();
         registry.register("reassembly_timeouts", "Incomplete ncfrag messages dropped", reassembly_timeouts.clone());
         let sources_evicted = Counter::default();
@@ -215,6 +219,7 @@ impl Metrics {
             lines,
             seq_holes,
             seq_resets,
+            seq_duplicates,
             reassembly_timeouts,
             sources_evicted,
             sources,

@@ -22,6 +22,14 @@ pub mod metrics;
 use config::{ActuatorKind, Config, Validated};
 use metrics::Metrics;
 
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Milliseconds since the process's first call: the one clock heartbeats are compared on.
+pub fn uptime_ms() -> u64 {
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// At most one event per interval (for warnings that could otherwise flood the log).
 pub struct RateLimit {
     every_ms: u64,
@@ -55,7 +63,7 @@ pub struct AppState {
     pub journal: Arc<Journal>,
     /// Sockets bound, journal open, runner started.
     pub ready: AtomicBool,
-    /// Worker heartbeats (ms since start).
+    /// Worker heartbeats ([`uptime_ms`] of each worker's last loop).
     pub heartbeats: Vec<Arc<AtomicU64>>,
     /// Daemon start.
     pub started: Instant,
@@ -64,14 +72,14 @@ pub struct AppState {
 impl AppState {
     /// Every worker looped within `limit`.
     pub fn healthy(&self, limit: Duration) -> bool {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = uptime_ms();
         let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         self.heartbeats.iter().all(|h| now.saturating_sub(h.load(Ordering::Relaxed)) <= limit)
     }
 }
 
-/// Build the actuator the config asks for. The Kubernetes actuator is provided by
-/// `crate::kube` when that module is present.
+/// Build the actuator the config asks for. Async so that the Kubernetes actuator
+/// (`crate::kube`, wired in by its own change) can build its client here.
 pub async fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Actuator>> {
     match cfg.act.actuator {
         ActuatorKind::RecordOnly => {
@@ -91,6 +99,7 @@ pub async fn actuator(cfg: &Config, v: &Validated) -> anyhow::Result<Arc<dyn Act
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
     let started = Instant::now();
+    uptime_ms();
     let workers = cfg.ingest.workers;
     let metrics = Metrics::new(workers);
     let npd = NpdRules::load(&v.npd_rule_files)?;

@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = verify(&framed[..5 + n], &KEY);
 
     // 3. A genuine report built from the input, then one byte altered.
-    let Some((&ctl, rest)) = data.split_first() else { return };
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
     let text = core::str::from_utf8(rest).unwrap_or("Kernel panic - not syncing: fuzz");
     let r = Report {
         version: VERSION,
@@ -34,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
         boot_counter: u32::from(ctl).wrapping_mul(0x0101_0101),
         sequence: u32::from(ctl),
         kind: Kind::KernelPanic,
-        certainty: if ctl & 1 == 0 { Certainty::Suspected } else { Certainty::Confirmed },
+        certainty: if ctl & 1 == 0 {
+            Certainty::Suspected
+        } else {
+            Certainty::Confirmed
+        },
         trigger_line: truncate_utf8(text, MAX_TRIGGER_LINE),
         host_ts_usec: (ctl & 2 != 0).then_some(u64::from(ctl) << 40),
         context_lines: u16::from(ctl),
@@ -54,6 +60,12 @@ fuzz_target!(|data: &[u8]| {
     let mut bad = [0u8; MAX_REPORT_LEN];
     bad[..len].copy_from_slice(good);
     bad[pos] ^= flip;
-    assert!(verify(&bad[..len], &KEY).is_err(), "altered byte {pos} accepted");
-    assert!(verify(&good[..len - 1], &KEY).is_err(), "truncated report accepted");
+    assert!(
+        verify(&bad[..len], &KEY).is_err(),
+        "altered byte {pos} accepted"
+    );
+    assert!(
+        verify(&good[..len - 1], &KEY).is_err(),
+        "truncated report accepted"
+    );
 });

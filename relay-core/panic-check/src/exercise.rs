@@ -133,6 +133,9 @@ fn report_api(input: &[u8]) {
     let mut buf = [0u8; MAX_REPORT_LEN];
     let out: &mut [u8] = black_box(&mut buf[..]);
     black_box(report::encode_signed(&r, &key, out).is_ok());
+    let signer = report::Signer::new(&key);
+    black_box(signer.encode_signed(&r, black_box(&mut buf[..])).is_ok());
+    black_box(signer.verify(input).is_ok());
     black_box(report::is_report(input));
     black_box(report::truncate_utf8(text, black_box(2)));
     let mut fresh = Freshness::<4>::new();
@@ -171,12 +174,17 @@ fn relay(input: &[u8], now: Instant) {
 }
 /// IPv6 with a VLAN tag, and payload given in parts.
 fn frame_api() {
-    use relay_core::frame::{Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag, MAX_FRAME_LEN};
+    use relay_core::frame::{
+        Endpoints, FrameTemplate, IpEndpoints, MacAddr, VlanTag, MAX_FRAME_LEN,
+    };
     let ep = Endpoints {
         src_mac: MacAddr(black_box([2, 0, 0, 0, 0, 1])),
         dst_mac: MacAddr(black_box([2, 0, 0, 0, 0, 2])),
         vlan: black_box(Some(VlanTag { pcp: 1, vid: 2 })),
-        ip: black_box(IpEndpoints::V6 { src: [1; 16], dst: [2; 16] }),
+        ip: black_box(IpEndpoints::V6 {
+            src: [1; 16],
+            dst: [2; 16],
+        }),
         src_port: black_box(6666),
         dst_port: black_box(6666),
     };
@@ -189,7 +197,12 @@ fn frame_api() {
         black_box(tpl.write_parts(parts, out).is_ok());
         tpl.set_dst_mac(MacAddr(black_box([2, 0, 0, 0, 0, 3])));
         tpl.set_next_ip_id(black_box(7));
-        black_box((tpl.header_len(), tpl.max_payload(), tpl.next_ip_id(), tpl.endpoints()));
+        black_box((
+            tpl.header_len(),
+            tpl.max_payload(),
+            tpl.next_ip_id(),
+            tpl.endpoints(),
+        ));
         black_box(&tpl);
     }
 }
@@ -200,7 +213,10 @@ fn scanner_detect_api() {
     use relay_core::{Duration, Instant};
     let mut sc = ConsoleScanner::<128>::new();
     let mut ring = ContextRing::<1024>::new();
-    let cfg = DetectorConfig { silence: black_box(Duration::from_secs(2)), ..DetectorConfig::default() };
+    let cfg = DetectorConfig {
+        silence: black_box(Duration::from_secs(2)),
+        ..DetectorConfig::default()
+    };
     let mut det = Detector::new(cfg);
     let input: &[u8] = black_box(b"[    1.000000] Kernel panic - not syncing: x\r\n");
     let now = Instant(black_box(5));
@@ -221,8 +237,17 @@ fn scanner_detect_api() {
     ring.clear();
     black_box(det.on_signal(black_box(HostSignal::PowerLost), now));
     black_box(det.poll(now));
-    black_box((det.poll_timeout(), det.phase(), det.refused(), det.held_off()));
+    black_box((
+        det.poll_timeout(),
+        det.phase(),
+        det.refused(),
+        det.held_off(),
+    ));
     let text: &[u8] = black_box(b"<0>[ 1.000000] Oops: 0002 [#1]");
-    black_box((detect::classify(text), detect::inspect(text), Line::parse(text)));
+    black_box((
+        detect::classify(text),
+        detect::inspect(text),
+        Line::parse(text),
+    ));
     black_box(&det);
 }

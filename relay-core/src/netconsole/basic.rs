@@ -62,6 +62,11 @@ pub fn lines(datagram: &[u8]) -> Result<Lines<'_>, DecodeError> {
     Ok(Lines { rest: datagram })
 }
 
+/// Decode a basic datagram: the same as [`lines`].
+pub fn decode(datagram: &[u8]) -> Result<Lines<'_>, DecodeError> {
+    lines(datagram)
+}
+
 /// One console line, or the piece of one that a datagram carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BasicLine<'a> {

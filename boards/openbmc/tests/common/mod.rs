@@ -199,16 +199,27 @@ address = "{}.{}.{}.{}:{DST_PORT}"
     RelayFiles { journal: dir.join("journal.txt"), dir, config }
 }
 
-/// The relay binary running inside `netns`; its stderr is echoed and
-/// watched for `console connected`.
+/// The relay binary running inside `netns`; its stderr is echoed and its
+/// lines handed to [`RelayProcess::wait_for`].
 pub struct RelayProcess {
     pub child: Child,
-    pub connected: mpsc::Receiver<()>,
+    pub lines: mpsc::Receiver<String>,
 }
 
 pub fn start_relay(netns: &str, files: &RelayFiles) -> RelayProcess {
+    start_relay_env(netns, files, &[])
+}
+
+pub fn start_relay_env(netns: &str, files: &RelayFiles, env: &[(&str, &str)]) -> RelayProcess {
+    // LASTGASP_OPENBMC_BIN (+ LASTGASP_OPENBMC_RUNNER, e.g. "qemu-arm -L
+    // /usr/arm-linux-gnueabihf") runs the same tests against the armv7 build.
+    let bin = std::env::var("LASTGASP_OPENBMC_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lastgasp-bmc-relay").to_string());
+    let runner = std::env::var("LASTGASP_OPENBMC_RUNNER").unwrap_or_default();
     let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_lastgasp-bmc-relay")])
+        .envs(env.iter().copied())
+        .args(["netns", "exec", netns])
+        .args(runner.split_whitespace())
+        .arg(bin)
         .arg("--config")
         .arg(&files.config)
         .args(["--log-level", "debug", "run", "--record"])
@@ -216,20 +227,31 @@ pub fn start_relay(netns: &str, files: &RelayFiles) -> RelayProcess {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn relay: {e}"));
-    let (tx, connected) = mpsc::channel();
+    let (tx, lines) = mpsc::channel();
     let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("relay| {line}");
-            if line.contains("console connected") {
-                let _ = tx.send(());
-            }
+            let _ = tx.send(line);
         }
     });
-    RelayProcess { child, connected }
+    RelayProcess { child, lines }
 }
 
 impl RelayProcess {
+    /// Wait until the relay logs a line containing `what`.
+    pub fn wait_for(&self, what: &str, wait: Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return,
+                Ok(_) => {}
+                Err(_) => panic!("the relay never logged {what:?}"),
+            }
+        }
+    }
+
     /// SIGTERM, then wait; the relay must exit cleanly.
     pub fn stop(mut self) {
         // `ip netns exec` execs the relay, so the child's pid is the relay's.
@@ -293,4 +315,17 @@ pub fn reference_frames(ns: &Netns, journal: &Path, boot_counter: u32) -> Vec<Ve
         }
     }
     frames
+}
+
+/// A pty pair and the slave's path (the relay opens the path).
+pub fn openpty() -> std::io::Result<(std::fs::File, std::fs::File, String)> {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: out pointers are valid; no name/termios/winsize requested.
+    if unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openpty returned two fresh fds that we now own.
+    let (master, slave) = unsafe { (std::os::fd::FromRawFd::from_raw_fd(master), std::os::fd::FromRawFd::from_raw_fd(slave)) };
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&slave)))?;
+    Ok((master, slave, name.display().to_string()))
 }
