@@ -9,24 +9,21 @@
 mod console;
 mod signals;
 mod storage;
+mod w5500;
 
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
-use embassy_net_wiznet::{chip::W5500, Device, State};
+use embassy_net_wiznet::{chip::W5500, Device};
 use embassy_rp::flash::Flash;
-use embassy_rp::gpio::{Input, Level, Output, Pull};
-use embassy_rp::peripherals::{SPI0, UART1};
-use embassy_rp::spi::{self, Async, Spi};
+use embassy_rp::gpio::{Input, Output, Pull};
+use embassy_rp::peripherals::UART1;
 use embassy_rp::{bind_interrupts, dma, uart};
-use embassy_time::Delay;
-use embedded_hal_bus::spi::ExclusiveDevice;
 use panic_probe as _;
 use relay_fw::shared_nic::{NetPort, SharedNic};
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
-type SpiDev = ExclusiveDevice<Spi<'static, SPI0, Async>, Output<'static>, Delay>;
 type Nic = SharedNic<Device<'static>>;
 
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
@@ -37,7 +34,7 @@ bind_interrupts!(struct Irqs {
 });
 
 #[embassy_executor::task]
-async fn wiznet(runner: embassy_net_wiznet::Runner<'static, W5500, SpiDev, Input<'static>, Output<'static>>) -> ! {
+async fn wiznet(runner: embassy_net_wiznet::Runner<'static, W5500, w5500::SpiDev, Input<'static>, Output<'static>>) -> ! {
     runner.run().await
 }
 
@@ -77,16 +74,8 @@ async fn main(spawner: Spawner) {
     let _ = store.flash.blocking_unique_id(&mut uid);
     let mac = cfg.mac.unwrap_or([0x02, uid[3], uid[4], uid[5], uid[6], uid[7]]);
 
-    let mut spi_cfg = spi::Config::default();
-    spi_cfg.frequency = 50_000_000;
-    let spi = Spi::new(p.SPI0, p.PIN_18, p.PIN_19, p.PIN_16, p.DMA_CH0, p.DMA_CH1, Irqs, spi_cfg);
-    let spi_dev = ExclusiveDevice::new(spi, Output::new(p.PIN_17, Level::High), Delay).unwrap();
-    static WIZNET: StaticCell<State<8, 8>> = StaticCell::new();
-    let (device, wiz_runner) = embassy_net_wiznet::new(
-        mac, WIZNET.init(State::new()), spi_dev, Input::new(p.PIN_21, Pull::Up), Output::new(p.PIN_20, Level::High),
-    )
-    .await
-    .unwrap();
+    let (device, wiz_runner) =
+        w5500::start(mac, p.SPI0, p.PIN_18, p.PIN_19, p.PIN_16, p.PIN_17, p.PIN_21, p.PIN_20, p.DMA_CH0, p.DMA_CH1, Irqs).await;
     spawner.spawn(wiznet(wiz_runner).unwrap());
 
     static NIC: StaticCell<Nic> = StaticCell::new();
