@@ -193,6 +193,21 @@ http = "{http}"
         });
     }
 
+    /// Wait until the bridge has handled everything the kernel delivered (a flood may lose
+    /// datagrams in the socket buffer, which the kernel counts, not the bridge); returns the
+    /// number received.
+    pub fn wait_drained(&self) -> f64 {
+        wait_for("the bridge to drain", || {
+            let received = self.metric("lastgasp_bridge_datagrams_total", "");
+            std::thread::sleep(Duration::from_millis(300));
+            let again = self.metric("lastgasp_bridge_datagrams_total", "");
+            let handled = self.metric("lastgasp_bridge_datagrams_processed_total", "")
+                + self.metric("lastgasp_bridge_drops_total", "reason=\"queue_full\"")
+                + self.metric("lastgasp_bridge_drops_total", "reason=\"oversized\"");
+            (received == again && handled == again).then_some(again)
+        })
+    }
+
     /// Wait until there is an incident and every incident has all steps done and its context
     /// after complete.
     pub fn wait_settled(&self) -> Vec<Entry> {
