@@ -15,6 +15,8 @@ fn main() {
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let cfg = relay_fw::FwConfig::from_toml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut blob = [0u8; relay_fw::config::BLOB_MAX];
-    let n = cfg.to_blob(&mut blob).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let n = cfg
+        .to_blob(&mut blob)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
     fs::write(out.join("config.bin"), &blob[..n]).expect("write config.bin");
 }

@@ -61,7 +61,9 @@ impl NeighbourWatch {
 
     /// Learn from a received frame; true when a watched MAC changed.
     pub fn inspect(&mut self, frame: &[u8]) -> bool {
-        let Some((ip, mac)) = sender(frame) else { return false };
+        let Some((ip, mac)) = sender(frame) else {
+            return false;
+        };
         for (w, m) in self.slots.iter_mut().flatten() {
             if *w == ip && *m != Some(mac) {
                 *m = Some(mac);
@@ -74,7 +76,11 @@ impl NeighbourWatch {
 
     /// The MAC last seen for `ip`.
     pub fn lookup(&self, ip: [u8; 4]) -> Option<[u8; 6]> {
-        self.slots.iter().flatten().find(|(w, _)| *w == ip).and_then(|(_, m)| *m)
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(w, _)| *w == ip)
+            .and_then(|(_, m)| *m)
     }
 
     /// Bumped on every change; lets a poller notice without comparing.

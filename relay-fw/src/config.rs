@@ -110,7 +110,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadPrefix(p) => write!(f, "prefix length {p} is above 32"),
             ConfigError::BadMtu(m) => write!(f, "mtu {m} is outside 576..=1500"),
             ConfigError::BadVlan => write!(f, "vlan id must be 1..=4094 and pcp 0..=7"),
-            ConfigError::BadCollector(i) => write!(f, "collector {i} has address 0.0.0.0 or port 0"),
+            ConfigError::BadCollector(i) => {
+                write!(f, "collector {i} has address 0.0.0.0 or port 0")
+            }
         }
     }
 }
@@ -144,9 +146,13 @@ impl FwConfig {
 
     /// Encode as a blob into `out`; returns its length.
     pub fn to_blob(&self, out: &mut [u8]) -> Result<usize, ConfigError> {
-        let (head, body) = out.split_at_mut_checked(MAGIC.len()).ok_or(ConfigError::TooLarge)?;
+        let (head, body) = out
+            .split_at_mut_checked(MAGIC.len())
+            .ok_or(ConfigError::TooLarge)?;
         head.copy_from_slice(&MAGIC);
-        let used = postcard::to_slice(self, body).map_err(|_| ConfigError::TooLarge)?.len();
+        let used = postcard::to_slice(self, body)
+            .map_err(|_| ConfigError::TooLarge)?
+            .len();
         Ok(MAGIC.len() + used)
     }
 
@@ -161,7 +167,11 @@ impl FwConfig {
     /// Whether `ip` is on the relay's own subnet (so ARP resolves it directly).
     pub fn on_link(&self, ip: [u8; 4], own: [u8; 4], prefix_len: u8) -> bool {
         let _ = self;
-        let mask = if prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix_len.min(32))) };
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix_len.min(32)))
+        };
         u32::from_be_bytes(ip) & mask == u32::from_be_bytes(own) & mask
     }
 }
@@ -210,7 +220,13 @@ mod from_toml {
         s.get_ref()
             .parse::<std::net::Ipv4Addr>()
             .map(|a| a.octets())
-            .map_err(|_| format!("line {}: `{}` is not an IPv4 address", line_of(text, s.span().start), s.get_ref()))
+            .map_err(|_| {
+                format!(
+                    "line {}: `{}` is not an IPv4 address",
+                    line_of(text, s.span().start),
+                    s.get_ref()
+                )
+            })
     }
 
     impl FwConfig {
@@ -219,13 +235,26 @@ mod from_toml {
         pub fn from_toml(text: &str) -> Result<Self, StdString> {
             let t: TomlConfig = toml::from_str(text).map_err(|e| e.to_string())?;
             let at = |s: usize| line_of(text, s);
-            let relay_id = String::try_from(t.relay_id.get_ref().as_str())
-                .map_err(|_| format!("line {}: relay_id is longer than 32 bytes", at(t.relay_id.span().start)))?;
-            let node_name = String::try_from(t.node_name.get_ref().as_str())
-                .map_err(|_| format!("line {}: node_name is longer than 64 bytes", at(t.node_name.span().start)))?;
+            let relay_id = String::try_from(t.relay_id.get_ref().as_str()).map_err(|_| {
+                format!(
+                    "line {}: relay_id is longer than 32 bytes",
+                    at(t.relay_id.span().start)
+                )
+            })?;
+            let node_name = String::try_from(t.node_name.get_ref().as_str()).map_err(|_| {
+                format!(
+                    "line {}: node_name is longer than 64 bytes",
+                    at(t.node_name.span().start)
+                )
+            })?;
             let key_hex = t.key.get_ref();
             let mut key = [0u8; 32];
-            let bad_key = || format!("line {}: key must be 64 hex digits (32 bytes)", at(t.key.span().start));
+            let bad_key = || {
+                format!(
+                    "line {}: key must be 64 hex digits (32 bytes)",
+                    at(t.key.span().start)
+                )
+            };
             if key_hex.len() != 64 || !key_hex.is_ascii() {
                 return Err(bad_key());
             }
@@ -235,30 +264,62 @@ mod from_toml {
             let mac = match &t.mac {
                 None => None,
                 Some(m) => {
-                    let parts: StdVec<_> = m.get_ref().split(':').map(|p| u8::from_str_radix(p, 16)).collect();
+                    let parts: StdVec<_> = m
+                        .get_ref()
+                        .split(':')
+                        .map(|p| u8::from_str_radix(p, 16))
+                        .collect();
                     match parts.as_slice() {
-                        [Ok(a), Ok(b), Ok(c), Ok(d), Ok(e), Ok(f)] => Some([*a, *b, *c, *d, *e, *f]),
-                        _ => return Err(format!("line {}: mac must look like 02:00:00:00:00:01", at(m.span().start))),
+                        [Ok(a), Ok(b), Ok(c), Ok(d), Ok(e), Ok(f)] => {
+                            Some([*a, *b, *c, *d, *e, *f])
+                        }
+                        _ => {
+                            return Err(format!(
+                                "line {}: mac must look like 02:00:00:00:00:01",
+                                at(m.span().start)
+                            ))
+                        }
                     }
                 }
             };
             let ipv4 = if t.address.get_ref() == "dhcp" {
                 Ipv4Setup::Dhcp
             } else {
-                let bad = || format!("line {}: address must be \"dhcp\" or like \"10.0.0.2/24\"", at(t.address.span().start));
+                let bad = || {
+                    format!(
+                        "line {}: address must be \"dhcp\" or like \"10.0.0.2/24\"",
+                        at(t.address.span().start)
+                    )
+                };
                 let (a, p) = t.address.get_ref().split_once('/').ok_or_else(bad)?;
                 let addr = a.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?.octets();
                 let prefix_len = p.parse::<u8>().map_err(|_| bad())?;
                 Ipv4Setup::Static { addr, prefix_len }
             };
-            let gateway = t.gateway.as_ref().map(|g| parse_ipv4(text, g)).transpose()?;
-            let vlan = t.vlan_id.map(|vid| Vlan { vid, pcp: t.vlan_pcp.unwrap_or(0) });
+            let gateway = t
+                .gateway
+                .as_ref()
+                .map(|g| parse_ipv4(text, g))
+                .transpose()?;
+            let vlan = t.vlan_id.map(|vid| Vlan {
+                vid,
+                pcp: t.vlan_pcp.unwrap_or(0),
+            });
             let mut collectors = Vec::new();
             for c in &t.collectors {
                 let ip = parse_ipv4(text, &c.ip)?;
                 collectors
-                    .push(Collector { ip, port: c.port, src_port: c.src_port.unwrap_or(6665) })
-                    .map_err(|_| format!("line {}: at most {MAX_COLLECTORS} collectors", at(c.ip.span().start)))?;
+                    .push(Collector {
+                        ip,
+                        port: c.port,
+                        src_port: c.src_port.unwrap_or(6665),
+                    })
+                    .map_err(|_| {
+                        format!(
+                            "line {}: at most {MAX_COLLECTORS} collectors",
+                            at(c.ip.span().start)
+                        )
+                    })?;
             }
             let cfg = FwConfig {
                 relay_id,

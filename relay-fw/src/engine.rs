@@ -12,14 +12,25 @@ pub type Engine = Relay;
 
 /// Build the relay for `cfg`, sending from `src_mac`/`src_ip`; None (logged)
 /// when relay-core refuses the configuration.
-pub fn build(cfg: &FwConfig, boot_counter: u32, src_mac: [u8; 6], src_ip: [u8; 4]) -> Option<Relay> {
+pub fn build(
+    cfg: &FwConfig,
+    boot_counter: u32,
+    src_mac: [u8; 6],
+    src_ip: [u8; 4],
+) -> Option<Relay> {
     let mut templates = cfg.collectors.iter().map(|c| {
         let ep = Endpoints {
             src_mac: MacAddr(src_mac),
             // broadcast until ARP answers: a last gasp before that still gets out
             dst_mac: MacAddr([0xff; 6]),
-            vlan: cfg.vlan.map(|v| VlanTag { pcp: v.pcp, vid: v.vid }),
-            ip: IpEndpoints::V4 { src: src_ip, dst: c.ip },
+            vlan: cfg.vlan.map(|v| VlanTag {
+                pcp: v.pcp,
+                vid: v.vid,
+            }),
+            ip: IpEndpoints::V4 {
+                src: src_ip,
+                dst: c.ip,
+            },
             src_port: c.src_port,
             dst_port: c.port,
         };
@@ -33,7 +44,8 @@ pub fn build(cfg: &FwConfig, boot_counter: u32, src_mac: [u8; 6], src_ip: [u8; 4
             return None;
         }
     };
-    let mut rc = match RelayConfig::new(&cfg.relay_id, &cfg.node_name, cfg.key, boot_counter, first) {
+    let mut rc = match RelayConfig::new(&cfg.relay_id, &cfg.node_name, cfg.key, boot_counter, first)
+    {
         Ok(rc) => rc,
         Err(_) => {
             defmt::error!("relay: relay id, node name or collectors refused by relay-core");
@@ -55,7 +67,12 @@ pub fn build(cfg: &FwConfig, boot_counter: u32, src_mac: [u8; 6], src_ip: [u8; 4
     }
     match Relay::new(rc) {
         Ok(r) => {
-            defmt::info!("relay: {} for node {}, {} collector(s)", cfg.relay_id.as_str(), cfg.node_name.as_str(), cfg.collectors.len());
+            defmt::info!(
+                "relay: {} for node {}, {} collector(s)",
+                cfg.relay_id.as_str(),
+                cfg.node_name.as_str(),
+                cfg.collectors.len()
+            );
             Some(r)
         }
         Err(_) => {

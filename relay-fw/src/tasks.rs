@@ -17,11 +17,11 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, Timer};
 
-use crate::{arp, measure};
 use crate::board::{ConsoleInput, HostSignals, PersistentStore};
 use crate::config::{FwConfig, Ipv4Setup, BLOB_MAX, MAX_COLLECTORS};
 use crate::engine::{self, Engine};
 use crate::shared_nic::{SharedNic, FRAME_MAX};
+use crate::{arp, measure};
 
 /// relay-core's clock from embassy's.
 pub fn now() -> relay_core::Instant {
@@ -38,7 +38,10 @@ pub fn load_config(builtin: &[u8], store: &mut impl PersistentStore) -> FwConfig
                 defmt::info!("config: from persistent storage ({} bytes)", n);
                 return c;
             }
-            Err(e) => defmt::warn!("config: stored blob refused ({}); using the built-in one", e),
+            Err(e) => defmt::warn!(
+                "config: stored blob refused ({}); using the built-in one",
+                e
+            ),
         }
     }
     match FwConfig::from_blob(builtin) {
@@ -92,7 +95,17 @@ impl RelayCell {
             Ipv4Setup::Dhcp => None,
         };
         Self {
-            state: Mutex::new(RefCell::new(State { cfg, boot, mac, engine, console_bytes: 0, dropped_before_ready: 0, trigger_stamp: None, first_frame_pending: false, frames_since_trigger: 0 })),
+            state: Mutex::new(RefCell::new(State {
+                cfg,
+                boot,
+                mac,
+                engine,
+                console_bytes: 0,
+                dropped_before_ready: 0,
+                trigger_stamp: None,
+                first_frame_pending: false,
+                frames_since_trigger: 0,
+            })),
             kick: Signal::new(),
         }
     }
@@ -105,8 +118,16 @@ impl RelayCell {
 /// Console task body: feed every byte from the host's console to the relay.
 pub async fn console(mut input: impl ConsoleInput, relay: &RelayCell) -> ! {
     let mut buf = [0u8; 256];
+    let mut lost = 0;
     loop {
         let n = input.read(&mut buf).await;
+        if input.lost() != lost {
+            lost = input.lost();
+            defmt::warn!(
+                "console: {} bytes lost to receive overruns since boot",
+                lost
+            );
+        }
         let bytes = buf.get(..n).unwrap_or_default();
         let t = now();
         relay.with(|s| {
@@ -156,21 +177,46 @@ fn signal_name(sig: relay_core::detect::HostSignal) -> &'static str {
 /// NIC, then sleep until its next deadline or new input.
 pub async fn relay<D: Driver>(nic: &SharedNic<D>, relay: &RelayCell) -> ! {
     let mut frame = [0u8; FRAME_MAX];
+    let mut losses = (0, 0);
     loop {
+        let now_losses = relay.with(|s| {
+            s.engine
+                .as_ref()
+                .map(|e| (e.stats().lines_lost, e.stats().tx_errors))
+        });
+        if let Some(l) = now_losses.filter(|l| *l != losses) {
+            losses = l;
+            defmt::warn!(
+                "relay: {} console lines lost (mirror behind), {} frames not built, since boot",
+                l.0,
+                l.1
+            );
+        }
         loop {
             let t = now();
-            let n = relay.with(|s| s.engine.as_mut().and_then(|e| e.poll_transmit(t, &mut frame)));
+            let n = relay.with(|s| {
+                s.engine
+                    .as_mut()
+                    .and_then(|e| e.poll_transmit(t, &mut frame))
+            });
             match n.and_then(|n| frame.get(..n)) {
                 Some(f) => {
                     nic.send(f).await;
-                    log_latency(relay, measure::udp_payload(f).is_some_and(relay_core::report::is_report));
+                    log_latency(
+                        relay,
+                        measure::udp_payload(f).is_some_and(relay_core::report::is_report),
+                    );
                 }
                 None => break,
             }
         }
         match relay.with(|s| s.engine.as_ref().and_then(Engine::poll_timeout)) {
             Some(at) => {
-                select(relay.kick.wait(), Timer::at(Instant::from_micros(at.as_micros()))).await;
+                select(
+                    relay.kick.wait(),
+                    Timer::at(Instant::from_micros(at.as_micros())),
+                )
+                .await;
             }
             None => relay.kick.wait().await,
         }
@@ -185,7 +231,10 @@ fn log_latency(relay: &RelayCell, is_report: bool) {
         s.frames_since_trigger = s.frames_since_trigger.wrapping_add(1);
         if s.first_frame_pending {
             // the context flush or the trigger line itself, whichever is first
-            defmt::info!("latency: trigger line to first frame on the NIC: {} ns", measure::elapsed_ns(t0, now));
+            defmt::info!(
+                "latency: trigger line to first frame on the NIC: {} ns",
+                measure::elapsed_ns(t0, now)
+            );
             s.first_frame_pending = false;
         }
         if is_report {
@@ -208,7 +257,11 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
     let (own, prefix_len, gateway) = loop {
         stack.wait_config_up().await;
         if let Some(v4) = stack.config_v4() {
-            break (v4.address.address().octets(), v4.address.prefix_len(), v4.gateway.map(|g| g.octets()));
+            break (
+                v4.address.address().octets(),
+                v4.address.prefix_len(),
+                v4.gateway.map(|g| g.octets()),
+            );
         }
     };
     defmt::info!("net: address {}/{}", own, prefix_len);
@@ -218,9 +271,16 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
         }
         let mut hops = [None; MAX_COLLECTORS];
         for (h, c) in hops.iter_mut().zip(s.cfg.collectors.iter()) {
-            *h = Some(if s.cfg.on_link(c.ip, own, prefix_len) { c.ip } else { gateway.unwrap_or(c.ip) });
+            *h = Some(if s.cfg.on_link(c.ip, own, prefix_len) {
+                c.ip
+            } else {
+                gateway.unwrap_or(c.ip)
+            });
         }
-        (hops, Duration::from_secs(u64::from(s.cfg.arp_refresh_secs.max(1))))
+        (
+            hops,
+            Duration::from_secs(u64::from(s.cfg.arp_refresh_secs.max(1))),
+        )
     });
     for hop in hops.iter().flatten() {
         nic.watch(*hop);
@@ -238,12 +298,19 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
                 nic.send(&arp::request(mac, own, hop)).await;
             }
             let resolved = hops.iter().flatten().all(|h| nic.neighbour(*h).is_some());
-            next_request = Instant::now() + if resolved { refresh } else { Duration::from_secs(1) };
+            next_request = Instant::now()
+                + if resolved {
+                    refresh
+                } else {
+                    Duration::from_secs(1)
+                };
         }
         select(nic.neighbour_changed.wait(), Timer::at(next_request)).await;
         for (i, hop) in hops.iter().enumerate() {
             let Some(hop) = *hop else { continue };
-            let Some(m) = nic.neighbour(hop) else { continue };
+            let Some(m) = nic.neighbour(hop) else {
+                continue;
+            };
             if applied[i] != Some(m) {
                 defmt::info!("arp: collector {} via {} is at {=[u8]:02x}", i, hop, m);
                 relay.with(|s| {

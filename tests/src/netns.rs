@@ -62,7 +62,9 @@ impl NetNs {
 
     /// `ip <args>` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> Result<Output, NsError> {
-        run(Command::new("ip").args(["netns", "exec", &self.name, "ip"]).args(args))
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name, "ip"])
+            .args(args))
     }
 
     /// A command that will run inside the namespace.
@@ -77,7 +79,9 @@ impl NetNs {
     pub fn add_tap(&self, dev: &str, mac: &str, cidr: &str) -> Result<(), NsError> {
         self.ip(&["tuntap", "add", dev, "mode", "tap"])?;
         self.ip(&["link", "set", dev, "address", mac])?;
-        let _ = run(self.command("sysctl").args(["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]));
+        let _ = run(self
+            .command("sysctl")
+            .args(["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]));
         self.ip(&["addr", "add", cidr, "dev", dev])?;
         self.ip(&["link", "set", dev, "up"])?;
         Ok(())
@@ -99,7 +103,10 @@ impl NetNs {
         std::thread::spawn(move || {
             // SAFETY: setns on a namespace fd affects only this thread.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(NsError(format!("setns: {}", std::io::Error::last_os_error())));
+                return Err(NsError(format!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                )));
             }
             f().map_err(|e| NsError(format!("in namespace: {e}")))
         })
@@ -113,9 +120,12 @@ impl NetNs {
         self.within(move || UdpSocket::bind(addr))
     }
 
-    /// `ping -c count` from the namespace; Ok(output) when every echo came back.
+    /// `ping -c count` from the namespace; Ok(output) when at least one echo
+    /// came back (ping's own exit status), so callers count the replies.
     pub fn ping(&self, ip: &str, count: u32) -> Result<String, NsError> {
-        let out = run(self.command("ping").args(["-n", "-c", &count.to_string(), "-W", "2", ip]))?;
+        let out = run(self
+            .command("ping")
+            .args(["-n", "-c", &count.to_string(), "-W", "2", ip]))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -131,6 +141,8 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

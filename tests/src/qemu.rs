@@ -32,7 +32,10 @@ pub const DEFAULT_KEY: [u8; 32] = *b"lastgasp dev-only key -- change!";
 pub const ARP_REFRESH_SECS: u64 = 5;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// What is missing to run the firmware tests, if anything.
@@ -48,7 +51,9 @@ pub fn missing_prerequisite() -> Option<String> {
         ("/usr/bin/ping", "iputils-ping"),
     ] {
         if !Path::new(p).exists() {
-            return Some(format!("{p} missing (package {pkg}; run `cargo xtask setup`)"));
+            return Some(format!(
+                "{p} missing (package {pkg}; run `cargo xtask setup`)"
+            ));
         }
     }
     None
@@ -77,8 +82,17 @@ pub fn firmware() -> &'static Path {
     IMAGE.get_or_init(|| {
         let dir = repo_root().join("boards").join(BOARD);
         let mut cmd = Command::new("/usr/bin/cargo");
-        cmd.current_dir(&dir).args(["build", "--release", "--locked"]);
-        for v in ["RUSTUP_TOOLCHAIN", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.current_dir(&dir)
+            .args(["build", "--release", "--locked"]);
+        for v in [
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_ENCODED_RUSTFLAGS",
+        ] {
             cmd.env_remove(v);
         }
         cmd.env("RUSTC", "/usr/bin/rustc");
@@ -94,7 +108,9 @@ pub fn firmware() -> &'static Path {
 
 /// Decode a defmt log with the image's table (one line per frame).
 pub fn decode_defmt(elf: &Path, log: &[u8]) -> String {
-    let Ok(bytes) = std::fs::read(elf) else { return format!("(cannot read {})", elf.display()) };
+    let Ok(bytes) = std::fs::read(elf) else {
+        return format!("(cannot read {})", elf.display());
+    };
     let table = match defmt_decoder::Table::parse(&bytes) {
         Ok(Some(t)) => t,
         Ok(None) => return "(image has no .defmt section)".into(),
@@ -142,7 +158,13 @@ pub struct BootOptions {
 impl BootOptions {
     /// Defaults for a tap name.
     pub fn new(tap: &str) -> Self {
-        Self { tap: tap.into(), mac: RELAY_MAC.into(), workdir: None, pcap: true, icount: false }
+        Self {
+            tap: tap.into(),
+            mac: RELAY_MAC.into(),
+            workdir: None,
+            pcap: true,
+            icount: false,
+        }
     }
 }
 
@@ -163,9 +185,16 @@ fn connect(path: &Path, child: &mut Child) -> UnixStream {
             return s;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("qemu exited early ({st}) before {} appeared", path.display());
+            panic!(
+                "qemu exited early ({st}) before {} appeared",
+                path.display()
+            );
         }
-        assert!(Instant::now() < deadline, "qemu did not create {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "qemu did not create {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -188,15 +217,38 @@ impl Board {
         let _ = std::fs::remove_file(&sig);
         let mut cmd = ns.command("qemu-system-arm");
         cmd.current_dir(&dir)
-            .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-M",
+                "mps2-an386",
+                "-nographic",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .args(["-semihosting-config", "enable=on,target=native"])
             .arg("-chardev")
-            .arg(format!("socket,id=con,path={},server=on,wait=off", con.display()))
+            .arg(format!(
+                "socket,id=con,path={},server=on,wait=off",
+                con.display()
+            ))
             .arg("-chardev")
-            .arg(format!("socket,id=sig,path={},server=on,wait=off", sig.display()))
-            .args(["-serial", "chardev:con", "-serial", "file:defmt.bin", "-serial", "chardev:sig"])
+            .arg(format!(
+                "socket,id=sig,path={},server=on,wait=off",
+                sig.display()
+            ))
+            .args([
+                "-serial",
+                "chardev:con",
+                "-serial",
+                "file:defmt.bin",
+                "-serial",
+                "chardev:sig",
+            ])
             .arg("-nic")
-            .arg(format!("tap,id=n0,ifname={},script=no,downscript=no,mac={}", opts.tap, opts.mac));
+            .arg(format!(
+                "tap,id=n0,ifname={},script=no,downscript=no,mac={}",
+                opts.tap, opts.mac
+            ));
         if opts.icount {
             cmd.args(["-icount", "shift=0"]);
         }
@@ -205,11 +257,20 @@ impl Board {
         }
         cmd.arg("-kernel").arg(&elf);
         let log = std::fs::File::create(dir.join("qemu.log")).expect("qemu.log");
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("qemu.log")).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("qemu.log"))
+            .stderr(log);
         let mut child = cmd.spawn().expect("starting qemu-system-arm");
         let console = connect(&con, &mut child);
         let signals = connect(&sig, &mut child);
-        Board { child, dir, _tmp: tmp, console, signals, elf }
+        Board {
+            child,
+            dir,
+            _tmp: tmp,
+            console,
+            signals,
+            elf,
+        }
     }
 
     /// QEMU's working directory (storage files, pcap, logs).
@@ -226,7 +287,8 @@ impl Board {
                 let per_chunk = 64usize;
                 let start = Instant::now();
                 for (i, chunk) in bytes.chunks(per_chunk).enumerate() {
-                    let due = start + Duration::from_secs_f64((i * per_chunk * 10) as f64 / f64::from(baud));
+                    let due = start
+                        + Duration::from_secs_f64((i * per_chunk * 10) as f64 / f64::from(baud));
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
@@ -281,7 +343,11 @@ impl Drop for Board {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("---- defmt log of the relay ({}) ----\n{}", self.dir.display(), self.defmt_log());
+            eprintln!(
+                "---- defmt log of the relay ({}) ----\n{}",
+                self.dir.display(),
+                self.defmt_log()
+            );
             let q = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
             if !q.trim().is_empty() {
                 eprintln!("---- qemu output ----\n{q}");
@@ -396,7 +462,10 @@ pub fn decode_datagrams(datagrams: &[Vec<u8>], key: &[u8; 32]) -> Decoded {
                     p.push((off, r.payload.to_vec()));
                 }
             }
-            Err(e) => d.refused.push(format!("netconsole datagram refused: {e:?}: {:?}", String::from_utf8_lossy(dg))),
+            Err(e) => d.refused.push(format!(
+                "netconsole datagram refused: {e:?}: {:?}",
+                String::from_utf8_lossy(dg)
+            )),
         }
     }
     for (seq, mut parts) in pieces {
@@ -433,7 +502,8 @@ pub fn receive(
     grace: Duration,
     mut done: impl FnMut(&[Vec<u8>]) -> bool,
 ) -> Vec<Vec<u8>> {
-    sock.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
     let deadline = Instant::now() + timeout;
     let mut end = deadline;
     let mut got = Vec::new();
@@ -450,7 +520,11 @@ pub fn receive(
 }
 
 /// Whether `datagrams` hold a verified report matching `pred`.
-pub fn has_report(datagrams: &[Vec<u8>], key: &[u8; 32], pred: impl Fn(&relay_core::report::Report<'_>) -> bool) -> bool {
+pub fn has_report(
+    datagrams: &[Vec<u8>],
+    key: &[u8; 32],
+    pred: impl Fn(&relay_core::report::Report<'_>) -> bool,
+) -> bool {
     datagrams
         .iter()
         .filter(|d| relay_core::report::is_report(d))

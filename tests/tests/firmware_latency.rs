@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use lastgasp_tests::netns::NetNs;
 use lastgasp_tests::qemu::{
-    available, has_report, receive, wait_until_up, Board, BootOptions, COLLECTOR_IP, COLLECTOR_PORT, DEFAULT_KEY,
+    available, has_report, receive, wait_until_up, Board, BootOptions, COLLECTOR_IP,
+    COLLECTOR_PORT, DEFAULT_KEY,
 };
 use relay_core::detect::Kind;
 
@@ -19,17 +20,38 @@ fn trigger_to_wire_instruction_count() {
         return;
     }
     let ns = NetNs::new("lat").expect("netns");
-    ns.add_tap("lgtap0", "02:00:00:42:00:01", "10.42.0.1/24").expect("tap");
-    let sock = ns.udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}")).expect("socket");
-    let mut board = Board::boot(&ns, BootOptions { icount: true, ..BootOptions::new("lgtap0") });
+    ns.add_tap("lgtap0", "02:00:00:42:00:01", "10.42.0.1/24")
+        .expect("tap");
+    let sock = ns
+        .udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}"))
+        .expect("socket");
+    let mut board = Board::boot(
+        &ns,
+        BootOptions {
+            icount: true,
+            ..BootOptions::new("lgtap0")
+        },
+    );
     wait_until_up(&ns, Duration::from_secs(60));
-    assert!(board.wait_log("arp: collector 0", Duration::from_secs(20)), "{}", board.defmt_log());
+    assert!(
+        board.wait_log("arp: collector 0", Duration::from_secs(20)),
+        "{}",
+        board.defmt_log()
+    );
 
-    let log = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/netconsole/ext-panic.serial.log"))
-        .expect("fixture");
+    let log = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/netconsole/ext-panic.serial.log"),
+    )
+    .expect("fixture");
     let needle = b"Kernel panic - not syncing: sysrq triggered crash\r\n";
-    let at = log.windows(needle.len()).position(|w| w == needle).expect("panic line in fixture");
-    let line_start = log[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let at = log
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("panic line in fixture");
+    let line_start = log[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     let cut = at + needle.len();
     // The console up to the panic line, a pause, then the panic line alone
     // and silence, so its last byte is the last of the chunk the relay
@@ -39,12 +61,25 @@ fn trigger_to_wire_instruction_count() {
     board.write_console(&log[..line_start], Some(115_200));
     std::thread::sleep(Duration::from_secs(1));
     board.write_console(&log[line_start..cut], None);
-    let got = receive(&sock, Duration::from_secs(60), Duration::from_millis(300), |d| {
-        has_report(d, &DEFAULT_KEY, |r| r.kind == Kind::KernelPanic)
-    });
+    let got = receive(
+        &sock,
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        |d| has_report(d, &DEFAULT_KEY, |r| r.kind == Kind::KernelPanic),
+    );
     board.write_console(&log[cut..], None);
-    assert!(has_report(&got, &DEFAULT_KEY, |r| r.kind == Kind::KernelPanic), "no panic report");
-    assert!(board.wait_log("latency: trigger line to first report", Duration::from_secs(10)), "{}", board.defmt_log());
+    assert!(
+        has_report(&got, &DEFAULT_KEY, |r| r.kind == Kind::KernelPanic),
+        "no panic report"
+    );
+    assert!(
+        board.wait_log(
+            "latency: trigger line to first report",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        board.defmt_log()
+    );
     let defmt = board.defmt_log();
     for l in defmt.lines().filter(|l| l.contains("latency:")) {
         // ns of virtual time == guest instructions under -icount shift=0

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use lastgasp_tests::netns::NetNs;
 use lastgasp_tests::qemu::{
-    available, decode_datagrams, expected_lines, has_report, receive, wait_until_up, Board, BootOptions,
-    OwnedReport, ARP_REFRESH_SECS, COLLECTOR_IP, COLLECTOR_PORT, DEFAULT_KEY,
+    available, decode_datagrams, expected_lines, has_report, receive, wait_until_up, Board,
+    BootOptions, OwnedReport, ARP_REFRESH_SECS, COLLECTOR_IP, COLLECTOR_PORT, DEFAULT_KEY,
 };
 use relay_core::detect::{Certainty, Kind};
 
@@ -31,11 +31,16 @@ fn confirmed(d: &[Vec<u8>]) -> bool {
 fn setup(tag: &str) -> (NetNs, std::net::UdpSocket, Board) {
     let ns = NetNs::new(tag).expect("netns");
     ns.add_tap(TAP, TAP_MAC, "10.42.0.1/24").expect("tap");
-    let sock = ns.udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}")).expect("collector socket");
+    let sock = ns
+        .udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}"))
+        .expect("collector socket");
     let board = Board::boot(&ns, BootOptions::new(TAP));
     wait_until_up(&ns, Duration::from_secs(30));
     assert!(
-        board.wait_log("arp: collector 0 via [10, 42, 0, 1] is at [02, 00, 00, 42, 00, 01]", Duration::from_secs(10)),
+        board.wait_log(
+            "arp: collector 0 via [10, 42, 0, 1] is at [02, 00, 00, 42, 00, 01]",
+            Duration::from_secs(10)
+        ),
         "the relay did not resolve the collector's MAC:\n{}",
         board.defmt_log()
     );
@@ -43,11 +48,21 @@ fn setup(tag: &str) -> (NetNs, std::net::UdpSocket, Board) {
 }
 
 /// Feed the capture, collect until a confirmed report (+2 s), decode.
-fn panic_and_collect(sock: &std::net::UdpSocket, board: &mut Board, baud: Option<u32>) -> lastgasp_tests::qemu::Decoded {
+fn panic_and_collect(
+    sock: &std::net::UdpSocket,
+    board: &mut Board,
+    baud: Option<u32>,
+) -> lastgasp_tests::qemu::Decoded {
     let serial = serial_log();
     let rx = sock.try_clone().expect("socket clone");
-    let collector =
-        std::thread::spawn(move || receive(&rx, Duration::from_secs(60), Duration::from_secs(2), confirmed));
+    let collector = std::thread::spawn(move || {
+        receive(
+            &rx,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            confirmed,
+        )
+    });
     board.write_console(&serial, baud);
     let datagrams = collector.join().expect("collector thread");
     decode_datagrams(&datagrams, &DEFAULT_KEY)
@@ -57,15 +72,33 @@ fn check_reports(reports: &[OwnedReport]) {
     assert!(!reports.is_empty(), "no report received");
     let first = &reports[0];
     assert_eq!(first.kind, Kind::KernelPanic, "{first:?}");
-    assert!(first.trigger_line.contains(TRIGGER), "trigger line: {first:?}");
-    assert_eq!((first.relay_id.as_str(), first.node_name.as_str()), ("qemu-relay-1", "worker-1"));
-    assert!(first.context_lines > 0, "context lines were flushed first: {first:?}");
-    let c = reports.iter().find(|r| r.certainty == Certainty::Confirmed).expect("a confirmed report");
+    assert!(
+        first.trigger_line.contains(TRIGGER),
+        "trigger line: {first:?}"
+    );
+    assert_eq!(
+        (first.relay_id.as_str(), first.node_name.as_str()),
+        ("qemu-relay-1", "worker-1")
+    );
+    assert!(
+        first.context_lines > 0,
+        "context lines were flushed first: {first:?}"
+    );
+    let c = reports
+        .iter()
+        .find(|r| r.certainty == Certainty::Confirmed)
+        .expect("a confirmed report");
     assert_eq!(c.kind, Kind::KernelPanic);
     assert!(c.trigger_line.contains(TRIGGER), "{c:?}");
     // (boot counter, sequence) never goes back, so the bridge's replay check holds
-    let keys: Vec<(u32, u32)> = reports.iter().map(|r| (r.boot_counter, r.sequence)).collect();
-    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "report order: {keys:?}");
+    let keys: Vec<(u32, u32)> = reports
+        .iter()
+        .map(|r| (r.boot_counter, r.sequence))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] <= w[1]),
+        "report order: {keys:?}"
+    );
 }
 
 #[test]
@@ -81,7 +114,11 @@ fn paced_panic_log_arrives_whole_and_signed() {
     // capture arrives, numbered from 0, with its exact text.
     let want = expected_lines(&serial_log());
     let seqs: Vec<u64> = d.lines.keys().copied().collect();
-    assert_eq!(seqs, (0..want.len() as u64).collect::<Vec<_>>(), "line numbers");
+    assert_eq!(
+        seqs,
+        (0..want.len() as u64).collect::<Vec<_>>(),
+        "line numbers"
+    );
     for (seq, text) in &d.lines {
         assert_eq!(
             String::from_utf8_lossy(text),
@@ -89,7 +126,12 @@ fn paced_panic_log_arrives_whole_and_signed() {
             "line {seq}"
         );
     }
-    eprintln!("paced: {} lines, {} duplicates, {} report copies", d.lines.len(), d.duplicates, d.reports.len());
+    eprintln!(
+        "paced: {} lines, {} duplicates, {} report copies",
+        d.lines.len(),
+        d.duplicates,
+        d.reports.len()
+    );
 }
 
 #[test]
@@ -109,10 +151,18 @@ fn burst_panic_log_still_gets_the_report_out() {
         assert_eq!(Some(text), want.get(*seq as usize), "line {seq}");
     }
     assert!(
-        d.lines.values().any(|t| String::from_utf8_lossy(t).contains(TRIGGER)),
+        d.lines
+            .values()
+            .any(|t| String::from_utf8_lossy(t).contains(TRIGGER)),
         "the trigger line was sent"
     );
-    eprintln!("burst: {} of {} lines, {} duplicates, {} report copies", d.lines.len(), want.len(), d.duplicates, d.reports.len());
+    eprintln!(
+        "burst: {} of {} lines, {} duplicates, {} report copies",
+        d.lines.len(),
+        want.len(),
+        d.duplicates,
+        d.reports.len()
+    );
 }
 
 #[test]
@@ -126,7 +176,10 @@ fn collector_mac_change_is_picked_up_before_the_panic() {
     // relay that re-resolved reaches the socket.
     ns.set_mac(TAP, "02:00:00:42:00:99").expect("set mac");
     assert!(
-        board.wait_log("is at [02, 00, 00, 42, 00, 99]", Duration::from_secs(3 * ARP_REFRESH_SECS)),
+        board.wait_log(
+            "is at [02, 00, 00, 42, 00, 99]",
+            Duration::from_secs(3 * ARP_REFRESH_SECS)
+        ),
         "the relay did not re-resolve the collector:\n{}",
         board.defmt_log()
     );

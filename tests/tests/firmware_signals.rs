@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lastgasp_tests::netns::NetNs;
 use lastgasp_tests::qemu::{
-    available, decode_datagrams, has_report, receive, wait_until_up, Board, BootOptions, COLLECTOR_IP,
-    COLLECTOR_PORT, DEFAULT_KEY,
+    available, decode_datagrams, has_report, receive, wait_until_up, Board, BootOptions,
+    COLLECTOR_IP, COLLECTOR_PORT, DEFAULT_KEY,
 };
 use relay_core::detect::Kind;
 
@@ -15,8 +15,11 @@ const TAP: &str = "lgtap0";
 
 fn net(tag: &str) -> (NetNs, std::net::UdpSocket) {
     let ns = NetNs::new(tag).expect("netns");
-    ns.add_tap(TAP, "02:00:00:42:00:01", "10.42.0.1/24").expect("tap");
-    let sock = ns.udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}")).expect("collector socket");
+    ns.add_tap(TAP, "02:00:00:42:00:01", "10.42.0.1/24")
+        .expect("tap");
+    let sock = ns
+        .udp_socket(&format!("{COLLECTOR_IP}:{COLLECTOR_PORT}"))
+        .expect("collector socket");
     (ns, sock)
 }
 
@@ -32,14 +35,25 @@ fn boot_ready(ns: &NetNs, opts: BootOptions) -> Board {
 }
 
 /// Send `code` on the signal UART and return the verified reports received.
-fn signal_and_collect(board: &mut Board, sock: &std::net::UdpSocket, code: u8, kind: Kind) -> Vec<lastgasp_tests::qemu::OwnedReport> {
+fn signal_and_collect(
+    board: &mut Board,
+    sock: &std::net::UdpSocket,
+    code: u8,
+    kind: Kind,
+) -> Vec<lastgasp_tests::qemu::OwnedReport> {
     board.signal(code);
-    let got = receive(sock, Duration::from_secs(20), Duration::from_millis(500), |d| {
-        has_report(d, &DEFAULT_KEY, |r| r.kind == kind)
-    });
+    let got = receive(
+        sock,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        |d| has_report(d, &DEFAULT_KEY, |r| r.kind == kind),
+    );
     let d = decode_datagrams(&got, &DEFAULT_KEY);
     assert!(d.refused.is_empty(), "refused: {:#?}", d.refused);
-    assert!(d.lines.is_empty(), "no console text was fed, so no netconsole line may be sent");
+    assert!(
+        d.lines.is_empty(),
+        "no console text was fed, so no netconsole line may be sent"
+    );
     d.reports
 }
 
@@ -51,7 +65,10 @@ fn power_loss_signal_alone_gives_a_power_loss_report() {
     let (ns, sock) = net("power");
     let mut board = boot_ready(&ns, BootOptions::new(TAP));
     let reports = signal_and_collect(&mut board, &sock, b'P', Kind::PowerLost);
-    let r = reports.iter().find(|r| r.kind == Kind::PowerLost).expect("a power-loss report");
+    let r = reports
+        .iter()
+        .find(|r| r.kind == Kind::PowerLost)
+        .expect("a power-loss report");
     assert!(r.trigger_line.contains("power lost"), "{r:?}");
     assert_eq!(r.boot_counter, 1, "first boot in a fresh storage directory");
     assert!(
@@ -67,13 +84,22 @@ fn watchdog_signal_after_reboot_carries_the_next_boot_counter() {
     }
     let (ns, sock) = net("wdog");
     let storage = tempfile::tempdir().expect("tempdir");
-    let opts = BootOptions { workdir: Some(storage.path().to_path_buf()), ..BootOptions::new(TAP) };
+    let opts = BootOptions {
+        workdir: Some(storage.path().to_path_buf()),
+        ..BootOptions::new(TAP)
+    };
     let mut first = boot_ready(&ns, opts.clone());
     first.stop();
     drop(first);
     let mut second = boot_ready(&ns, opts);
     let reports = signal_and_collect(&mut second, &sock, b'W', Kind::WatchdogExpired);
-    let r = reports.iter().find(|r| r.kind == Kind::WatchdogExpired).expect("a watchdog report");
+    let r = reports
+        .iter()
+        .find(|r| r.kind == Kind::WatchdogExpired)
+        .expect("a watchdog report");
     assert!(r.trigger_line.contains("watchdog"), "{r:?}");
-    assert_eq!(r.boot_counter, 2, "the boot counter survived the reboot: {r:?}");
+    assert_eq!(
+        r.boot_counter, 2,
+        "the boot counter survived the reboot: {r:?}"
+    );
 }

@@ -50,7 +50,9 @@ pub fn boards() -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("Cargo.toml").is_file() && e.path().join("rust-toolchain.toml").is_file())
+        .filter(|e| {
+            e.path().join("Cargo.toml").is_file() && e.path().join("rust-toolchain.toml").is_file()
+        })
         // boards/openbmc is a std Linux program in the host workspace (xtask openbmc)
         .filter(|e| e.path().join(".cargo/config.toml").is_file())
         .filter_map(|e| e.file_name().into_string().ok())
@@ -111,7 +113,11 @@ pub fn board_dir(board: &str) -> Result<PathBuf> {
 /// board's .cargo/config.toml).
 pub fn image_path(board: &str) -> Result<PathBuf> {
     let dir = board_dir(board)?;
-    Ok(dir.join("target").join(target(board)?).join("release").join(board))
+    Ok(dir
+        .join("target")
+        .join(target(board)?)
+        .join("release")
+        .join(board))
 }
 
 /// The target triple of `board` (from its .cargo/config.toml).
@@ -137,7 +143,12 @@ pub fn panic_check(board: &str) -> Result<()> {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", dir.join("target"))
         .args(["build", "--release", "--target", &target])
-        .args(["-Z", "build-std=core", "-Z", "build-std-features=compiler-builtins-mem"]))
+        .args([
+            "-Z",
+            "build-std=core",
+            "-Z",
+            "build-std-features=compiler-builtins-mem",
+        ]))
     .with_context(|| {
         format!(
             "relay-core has a reachable panic path on {target} (the link needs \
@@ -229,11 +240,19 @@ pub fn elf_size(path: &Path) -> Result<Size> {
     const SHF_WRITE: u64 = 1;
     const SHF_ALLOC: u64 = 2;
     const SHT_NOBITS: u64 = 8;
-    let mut s = Size { flash: 0, ram: 0, sections: Vec::new() };
+    let mut s = Size {
+        flash: 0,
+        ram: 0,
+        sections: Vec::new(),
+    };
     for i in 0..shnum {
         let base = sh(i);
-        let (name, ty, flags, size) =
-            (u32_at(base)?, u32_at(base + 4)?, u32_at(base + 8)?, u32_at(base + 0x14)?);
+        let (name, ty, flags, size) = (
+            u32_at(base)?,
+            u32_at(base + 4)?,
+            u32_at(base + 8)?,
+            u32_at(base + 0x14)?,
+        );
         if flags & SHF_ALLOC == 0 || size == 0 {
             continue;
         }

@@ -36,9 +36,13 @@ pub fn binary_path() -> PathBuf {
     root().join("target/cross").join(TARGET).join("bmc").join(BIN)
 }
 
-/// What CI runs: the armv7 cross-build, checked under qemu-arm.
+/// What CI runs: the armv7 cross-build, checked under qemu-arm, and the
+/// D-Bus watcher's tests (feature `dbus`, off in the workspace's default test run).
 pub fn ci() -> Result<()> {
-    run(Args { action: "check".into(), dbus: false })
+    run(Args { action: "check".into(), dbus: false })?;
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--locked", "-p", "lastgasp-openbmc", "--features", "dbus", "--test", "dbus_signals"]))
 }
 
 /// Run `openbmc build|check`.

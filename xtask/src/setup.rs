@@ -9,22 +9,49 @@ use std::process::Command;
 
 /// Debian packages the project needs, with why.
 pub const PACKAGES: &[(&str, &str)] = &[
-    ("rustc-web", "rustc 1.96 with every LLVM target, for the firmware"),
+    (
+        "rustc-web",
+        "rustc 1.96 with every LLVM target, for the firmware",
+    ),
     ("cargo-web", "the cargo matching rustc-web"),
     ("rust-web-src", "core/alloc sources for -Z build-std"),
     ("rust-web-llvm", "rust-lld for the embedded targets"),
     ("lld-22", "the linker behind rust-lld"),
-    ("qemu-system-arm", "runs the firmware on the emulated mps2-an386 board"),
-    ("qemu-system-x86", "runs a real Linux host that panics, for end-to-end tests"),
+    (
+        "qemu-system-arm",
+        "runs the firmware on the emulated mps2-an386 board",
+    ),
+    (
+        "qemu-system-x86",
+        "runs a real Linux host that panics, for end-to-end tests",
+    ),
     ("busybox-static", "the init of that host's initramfs"),
-    ("iproute2", "network namespaces and tap devices for the tests"),
+    (
+        "iproute2",
+        "network namespaces and tap devices for the tests",
+    ),
     ("iputils-ping", "pings the relay from the test's namespace"),
-    ("nftables", "random loss on the relay's link in the e2e loss test (the kernel may lack sch_netem)"),
-    ("valgrind", "callgrind instruction counts for the no_std benchmarks"),
-    ("gcc-arm-linux-gnueabihf", "links the OpenBMC relay for armv7 BMCs"),
+    (
+        "nftables",
+        "random loss on the relay's link in the e2e loss test (the kernel may lack sch_netem)",
+    ),
+    (
+        "valgrind",
+        "callgrind instruction counts for the no_std benchmarks",
+    ),
+    (
+        "gcc-arm-linux-gnueabihf",
+        "links the OpenBMC relay for armv7 BMCs",
+    ),
     ("libc6-dev-armhf-cross", "armhf glibc for that link"),
-    ("qemu-user", "runs the armv7 OpenBMC relay in its tests (qemu-arm)"),
-    ("dbus", "a private dbus-daemon for the OpenBMC relay's D-Bus tests"),
+    (
+        "qemu-user",
+        "runs the armv7 OpenBMC relay in its tests (qemu-arm)",
+    ),
+    (
+        "dbus",
+        "a private dbus-daemon for the OpenBMC relay's D-Bus tests",
+    ),
 ];
 
 /// Options of `setup`.
@@ -41,7 +68,8 @@ fn installed(pkg: &str) -> Result<bool> {
         .args(["-W", "-f=${Status}", pkg])
         .output()
         .context("could not run dpkg-query (is this a Debian machine?)")?;
-    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
 /// The packages of [`PACKAGES`] that are not installed yet.
@@ -90,7 +118,10 @@ pub fn run(a: Args) -> Result<()> {
         for (pkg, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
             eprintln!("missing: {pkg:16} {why}");
         }
-        bail!("{} package(s) missing; run `cargo xtask setup`", missing.len());
+        bail!(
+            "{} package(s) missing; run `cargo xtask setup`",
+            missing.len()
+        );
     }
     eprintln!("xtask setup: installing {}", missing.join(" "));
     sh(&mut apt(&["update"]))?;

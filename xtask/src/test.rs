@@ -20,6 +20,7 @@ pub fn run(a: Args) -> Result<()> {
     // the emulated board's image, and must not skip here.
     for board in crate::fw::boards() {
         crate::fw::build(&board)?;
+        crate::fw::panic_check(&board)?;
     }
     crate::openbmc::ci()?;
     sh(Command::new("cargo")

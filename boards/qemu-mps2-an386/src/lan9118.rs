@@ -125,7 +125,11 @@ impl Lan9118 {
         wr(INT_EN, INT_RSFL);
         wr(IRQ_CFG, IRQ_CFG_ON);
         defmt::info!("lan9118: id {=u32:08x}, mac {=[u8]:02x}", rd(ID_REV), mac);
-        Ok(Self { mac, rx_buf: [0; MTU + 4], tx_buf: [0; MTU] })
+        Ok(Self {
+            mac,
+            rx_buf: [0; MTU + 4],
+            tx_buf: [0; MTU],
+        })
     }
 
     fn rx_pending() -> bool {

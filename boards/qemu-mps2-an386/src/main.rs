@@ -64,7 +64,11 @@ async fn host_signals(rx: signals::SignalPort, relay: &'static RelayCell) -> ! {
 }
 
 #[embassy_executor::task]
-async fn arp(nic: &'static Nic, stack: embassy_net::Stack<'static>, relay: &'static RelayCell) -> ! {
+async fn arp(
+    nic: &'static Nic,
+    stack: embassy_net::Stack<'static>,
+    relay: &'static RelayCell,
+) -> ! {
     tasks::arp(nic, stack, relay).await
 }
 
@@ -88,9 +92,16 @@ async fn main(spawner: Spawner) {
     static NIC: StaticCell<Nic> = StaticCell::new();
     let nic: &'static Nic = NIC.init(SharedNic::new(driver));
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
-    let seed = u64::from(boot) << 32 | u64::from_le_bytes([nic.mac()[0], nic.mac()[1], nic.mac()[2], nic.mac()[3], nic.mac()[4], nic.mac()[5], 0, 0]);
-    let (stack, runner) =
-        embassy_net::new(nic.net_port(), relay_fw::net::stack_config(&cfg), RESOURCES.init(StackResources::new()), seed);
+    // smoltcp's random seed (ephemeral ports): differs per relay and per boot
+    let m = nic.mac();
+    let seed =
+        (u64::from(boot) << 48) ^ u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
+    let (stack, runner) = embassy_net::new(
+        nic.net_port(),
+        relay_fw::net::stack_config(&cfg),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
 
     static RELAY: StaticCell<RelayCell> = StaticCell::new();
     let relay_cell: &'static RelayCell = RELAY.init(RelayCell::new(cfg, boot, nic.mac()));
@@ -99,7 +110,10 @@ async fn main(spawner: Spawner) {
     spawner.spawn(defmt::unwrap!(relay(nic, relay_cell)));
     spawner.spawn(defmt::unwrap!(arp(nic, stack, relay_cell)));
     spawner.spawn(defmt::unwrap!(console(CONSOLE.split(), relay_cell)));
-    spawner.spawn(defmt::unwrap!(host_signals(signals::SignalPort::new(SIGNALS.split()), relay_cell)));
+    spawner.spawn(defmt::unwrap!(host_signals(
+        signals::SignalPort::new(SIGNALS.split()),
+        relay_cell
+    )));
 
     // Interrupts last: every waker and pipe they touch exists now.
     for irq in [0, 4, lan9118::IRQ] {

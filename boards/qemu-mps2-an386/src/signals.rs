@@ -46,7 +46,11 @@ impl HostSignals for SignalPort {
                     Some(s) => return s,
                     None => {
                         self.unknown = self.unknown.wrapping_add(1);
-                        defmt::warn!("signals: unknown code {=u8:#x} ({} so far), ignored", b[0], self.unknown);
+                        defmt::warn!(
+                            "signals: unknown code {=u8:#x} ({} so far), ignored",
+                            b[0],
+                            self.unknown
+                        );
                     }
                 }
             }

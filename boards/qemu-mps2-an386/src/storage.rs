@@ -46,7 +46,11 @@ impl PersistentStore for HostFiles {
             Some(fd) => {
                 let n = read(fd, &mut b);
                 close(fd);
-                if n == 4 { u32::from_le_bytes(b) } else { 0 }
+                if n == 4 {
+                    u32::from_le_bytes(b)
+                } else {
+                    0
+                }
             }
             None => 0,
         };

@@ -45,7 +45,11 @@ impl Regs {
     /// divider the model accepts.
     pub fn enable(self, rx: bool) {
         self.wr(BAUDDIV, 16);
-        let ctrl = if rx { CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN } else { CTRL_TX_EN };
+        let ctrl = if rx {
+            CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN
+        } else {
+            CTRL_TX_EN
+        };
         self.wr(CTRL, ctrl);
     }
 

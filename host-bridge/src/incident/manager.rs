@@ -92,6 +92,8 @@ pub struct ManagerConfig {
     pub policy: Policy,
     /// Allow delete for trusted netconsole.
     pub netconsole_may_delete: bool,
+    /// Console silence that confirms a suspected fatal incident.
+    pub confirm_after_silence: Duration,
 }
 
 struct Open {
@@ -123,6 +125,9 @@ pub struct Manager {
     nodes: HashMap<String, NodeState>,
     open: HashMap<IncidentId, Open>,
     source_node: HashMap<SourceId, String>,
+    // Suspected fatal incidents inherited from before a restart: the workers' silence timers
+    // died with the old process, so the manager confirms them after the same silence.
+    inherited_suspects: Vec<IncidentId>,
 }
 
 impl Manager {
@@ -137,6 +142,7 @@ impl Manager {
             nodes: HashMap::new(),
             open: HashMap::new(),
             source_node: HashMap::new(),
+            inherited_suspects: Vec::new(),
         }
     }
 
@@ -165,6 +171,9 @@ impl Manager {
             let age = now_ms.saturating_sub(inc.opened_unix_ms);
             if age < window_ms {
                 ns.open.push(inc.id);
+                if inc.severity == Severity::Fatal && inc.certainty == Certainty::Suspected {
+                    self.inherited_suspects.push(inc.id);
+                }
                 self.open.insert(
                     inc.id,
                     Open {
@@ -187,8 +196,21 @@ impl Manager {
     pub async fn run(mut self) {
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let confirm_inherited = tokio::time::sleep(self.cfg.confirm_after_silence);
+        tokio::pin!(confirm_inherited);
+        let mut inherited_pending = !self.inherited_suspects.is_empty();
         loop {
             tokio::select! {
+                () = &mut confirm_inherited, if inherited_pending => {
+                    inherited_pending = false;
+                    for id in std::mem::take(&mut self.inherited_suspects) {
+                        // Still open (no new boot seen) and still suspected: the host stayed silent.
+                        if self.open.get(&id).is_some_and(|o| o.certainty == Certainty::Suspected) {
+                            tracing::info!(incident = id, "confirming a suspected panic from before the restart: no console since");
+                            self.upgrade(id, Certainty::Confirmed, None);
+                        }
+                    }
+                }
                 msg = self.rx.recv() => {
                     let Some(msg) = msg else { break };
                     self.metrics.incident_queue_depth.dec();

@@ -65,6 +65,13 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize, reuse_port: bool) -> std::io::
     if let Err(e) = s.set_recv_buffer_size(recv_buffer) {
         tracing::warn!("SO_RCVBUF {recv_buffer} on {addr}: {e}");
     }
+    // Linux doubles the request and caps it at net.core.rmem_max: say so when capped, since a
+    // small buffer turns a burst (a panic flush from many hosts) into kernel drops.
+    if let Ok(got) = s.recv_buffer_size() {
+        if got < recv_buffer {
+            tracing::warn!(requested = recv_buffer, got, "receive buffer capped by net.core.rmem_max on {addr}; raise it for bursts");
+        }
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())

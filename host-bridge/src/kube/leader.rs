@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use ::kube::api::{Api, PostParams};
+use ::kube::api::{Api, Patch, PatchParams, PostParams};
 use ::kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -109,9 +110,14 @@ impl Leadership {
 pub fn start(client: Client, settings: &LeaderSettings, caller: Arc<Caller>) -> (Leadership, JoinHandle<()>) {
     let identity: Arc<str> = Arc::from(settings.resolved_identity());
     let (tx, rx) = watch::channel(false);
-    let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let s = settings.clone();
     let me = identity.clone();
+    // In a pod, label it with its leadership so the ingest Service can select the leader.
+    let own_pod = match (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME")) {
+        (Ok(ns), Ok(name)) if !ns.is_empty() && !name.is_empty() => Some((Api::<Pod>::namespaced(client.clone(), &ns), name)),
+        _ => None,
+    };
     let task = tokio::spawn(async move {
         let lease_duration = Duration::from_millis(s.lease_duration_ms);
         let renew_deadline = Duration::from_millis(s.renew_deadline_ms);
@@ -120,7 +126,9 @@ pub fn start(client: Client, settings: &LeaderSettings, caller: Arc<Caller>) -> 
         let mut observed: Option<(Option<String>, Option<MicroTime>)> = None;
         let mut observed_at = Instant::now();
         let mut last_renew: Option<Instant> = None;
+        let mut labelled = false;
         loop {
+            let was = *tx.borrow();
             let outcome = try_once(&api, &caller, &s.name, &me, lease_duration, &mut observed, &mut observed_at).await;
             let now = Instant::now();
             match outcome {
@@ -146,10 +154,29 @@ pub fn start(client: Client, settings: &LeaderSettings, caller: Arc<Caller>) -> 
                     }
                 }
             }
+            let is = *tx.borrow();
+            if let Some((pods, name)) = own_pod.as_ref().filter(|_| was != is || !labelled) {
+                labelled = label_leader(pods, name, is, &caller).await;
+            }
             tokio::time::sleep(retry).await;
         }
     });
     (Leadership { rx, identity }, task)
+}
+
+/// Label key on the replica's own pod: `"true"` on the leader.
+pub const LEADER_LABEL: &str = "lastgasp.dev/leader";
+
+async fn label_leader(pods: &Api<Pod>, name: &str, leader: bool, caller: &Caller) -> bool {
+    let p = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: if leader { "true" } else { "false" }}}});
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&p));
+    match caller.call(format!("label pod {name}"), || pods.patch(name, &pp, &patch)).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(pod = name, error = %e, "cannot label own pod with its leadership");
+            false
+        }
+    }
 }
 
 fn now_micro() -> MicroTime {

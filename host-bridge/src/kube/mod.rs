@@ -71,7 +71,8 @@ pub struct KubeSettings {
     pub backoff_initial_ms: u64,
     /// Largest retry delay, in milliseconds.
     pub backoff_max_ms: u64,
-    /// Stop retrying one call after this long (the step stays pending and is retried), ms.
+    /// Stop retrying one call after this long, ms; the step then stays pending in the
+    /// journal and the runner retries it. Keep it below `act.step_timeout`.
     pub retry_budget_ms: u64,
     /// Pods worked on concurrently within one step.
     pub pod_concurrency: usize,
@@ -101,7 +102,7 @@ impl Default for KubeSettings {
             call_timeout_ms: 5_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 5_000,
-            retry_budget_ms: 60_000,
+            retry_budget_ms: 8_000,
             pod_concurrency: 32,
             pod_selector: None,
             untrusted_events: false,
@@ -195,6 +196,27 @@ pub struct KubeStats {
     pub pods_marked: AtomicU64,
     /// Nodes recovered (condition cleared, taint removed).
     pub recoveries: AtomicU64,
+}
+
+impl KubeStats {
+    /// Every counter as (metric name, help, value), for the metrics endpoint.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 12] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            ("kube_api_calls", "Kubernetes API call attempts", self.api_calls.load(Relaxed)),
+            ("kube_api_retries", "Kubernetes API attempts retried after a transient failure", self.api_retries.load(Relaxed)),
+            ("kube_api_errors", "Kubernetes API calls that finally failed", self.api_errors.load(Relaxed)),
+            ("kube_rate_limited", "Kubernetes API calls that waited for the rate limiter", self.rate_limited.load(Relaxed)),
+            ("kube_conflicts", "Optimistic-concurrency conflicts retried", self.conflicts.load(Relaxed)),
+            ("kube_unknown_senders", "Incidents whose sender resolved to no Node", self.unknown_senders.load(Relaxed)),
+            ("kube_ambiguous_senders", "Incidents whose sender matched several Nodes", self.ambiguous_senders.load(Relaxed)),
+            ("kube_steps_done", "Action steps completed", self.steps_done.load(Relaxed)),
+            ("kube_steps_skipped_untrusted", "Action steps skipped for an untrusted source", self.steps_skipped_untrusted.load(Relaxed)),
+            ("kube_steps_not_leader", "Action steps deferred: not the leader", self.steps_not_leader.load(Relaxed)),
+            ("kube_pods_marked", "Pods given a termination reason", self.pods_marked.load(Relaxed)),
+            ("kube_recoveries", "Nodes recovered after a reboot", self.recoveries.load(Relaxed)),
+        ]
+    }
 }
 
 pub(crate) struct Inner {

@@ -32,7 +32,7 @@ async fn healthz(State(s): State<Arc<AppState>>) -> Response {
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready pid={}\n", std::process::id())).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }

@@ -135,6 +135,7 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
             context_after: cfg.incident.context_after,
             policy: cfg.act.policy,
             netconsole_may_delete: cfg.act.netconsole_may_delete,
+            confirm_after_silence: cfg.incident.confirm_after_silence,
         },
     );
     manager.seed(&entries);

@@ -19,14 +19,30 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_host-bridge")
 }
 
-/// A free UDP port on loopback (bound then released).
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Ports for this test process: never handed out twice, so a bridge restarted by one test
+/// cannot find its port taken by another test's bridge (ephemeral ports can repeat).
+fn next_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 20_000 + (std::process::id() % 400) * 100;
+        let port = u16::try_from(base + n % 100).unwrap();
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
 }
 
-/// A free TCP port on loopback.
+/// A free UDP port on loopback, unique within this test process.
+pub fn free_udp_port() -> u16 {
+    next_port()
+}
+
+/// A free TCP port on loopback, unique within this test process.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    next_port()
 }
 
 /// Poll `f` until it returns Some, failing the test after a generous limit (liveness only:
@@ -114,9 +130,13 @@ http = "{http}"
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().unwrap());
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        self.child = Some(child);
         let http = self.http;
-        wait_for("bridge /readyz", || http_get(http, "/readyz").ok().filter(|(code, _)| *code == 200));
+        // The answer must come from our process, not from another test's bridge.
+        let (_, body) = wait_for("bridge /readyz", || http_get(http, "/readyz").ok().filter(|(code, _)| *code == 200));
+        assert_eq!(String::from_utf8_lossy(&body).trim(), format!("ready pid={pid}"), "another process answers on {http}");
     }
 
     /// SIGKILL the process (no cleanup, like a crash).
@@ -171,6 +191,21 @@ http = "{http}"
             let d = self.metric("lastgasp_bridge_drops_total", "") as u64;
             (p + d >= n).then_some(())
         });
+    }
+
+    /// Wait until the bridge has handled everything the kernel delivered (a flood may lose
+    /// datagrams in the socket buffer, which the kernel counts, not the bridge); returns the
+    /// number received.
+    pub fn wait_drained(&self) -> f64 {
+        wait_for("the bridge to drain", || {
+            let received = self.metric("lastgasp_bridge_datagrams_total", "");
+            std::thread::sleep(Duration::from_millis(300));
+            let again = self.metric("lastgasp_bridge_datagrams_total", "");
+            let handled = self.metric("lastgasp_bridge_datagrams_processed_total", "")
+                + self.metric("lastgasp_bridge_drops_total", "reason=\"queue_full\"")
+                + self.metric("lastgasp_bridge_drops_total", "reason=\"oversized\"");
+            (received == again && handled == again).then_some(again)
+        })
     }
 
     /// Wait until there is an incident and every incident has all steps done and its context

@@ -74,7 +74,9 @@ impl TestCluster {
             let config = server.config();
             (Some(server), config)
         };
-        let client = Client::try_from(config.clone()).unwrap_or_else(|e| panic!("kube client: {e}"));
+        // The test's own client is marked, so the audit shows only the bridge's requests.
+        let seed_config = server.as_ref().map_or_else(|| config.clone(), ApiServer::seed_config);
+        let client = Client::try_from(seed_config).unwrap_or_else(|e| panic!("kube client: {e}"));
         let namespace = format!("lg-test-{run_id}");
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace, "labels": {RUN_LABEL: run_id}}}))
             .unwrap_or_else(|e| panic!("{e}"));

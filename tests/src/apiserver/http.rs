@@ -23,7 +23,25 @@ pub struct Shared {
     pub writes: AtomicU64,
     /// Every request served.
     pub requests: AtomicU64,
+    /// RBAC-shaped record of requests not marked as test seeding.
+    pub audit: std::sync::Mutex<std::collections::BTreeSet<Access>>,
 }
+
+/// One kind of access, as RBAC sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
+    pub verb: &'static str,
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// `nodes`, `nodes/status`, ...
+    pub resource: String,
+    /// Namespace of the request, if any.
+    pub namespace: Option<String>,
+}
+
+/// Header by which the test's own seeding client is kept out of the audit.
+pub const SEED_HEADER: &str = "x-lastgasp-seed";
 
 struct Target {
     res: &'static Resource,
@@ -101,6 +119,22 @@ pub async fn handle(
         return status_response(&err, None);
     };
     let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
+    if !headers.contains_key(SEED_HEADER) {
+        let verb = match (&method, &t.name) {
+            (&Method::GET, Some(_)) => "get",
+            (&Method::GET, None) if is_true(&q, "watch") => "watch",
+            (&Method::GET, None) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "other",
+        };
+        let resource = if t.status { format!("{}/status", t.res.plural) } else { t.res.plural.to_owned() };
+        if let Ok(mut audit) = shared.audit.lock() {
+            audit.insert(Access { verb, group: t.res.group, resource, namespace: t.ns.clone() });
+        }
+    }
     let result = match (&method, &t.name) {
         (&Method::GET, Some(name)) => shared.store.get(t.res, t.ns.as_deref(), name).map(|v| (StatusCode::OK, v)),
         (&Method::GET, None) if is_true(&q, "watch") => return watch(&shared, &t, &q),

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+pub use http::{Access, SEED_HEADER};
 pub use store::Store;
 
 /// A running in-process API server; stops when dropped.
@@ -45,6 +46,7 @@ impl ApiServer {
             store: Store::new(200_000),
             writes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            audit: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         });
         let app = axum::Router::new().fallback(http::handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -70,6 +72,22 @@ impl ApiServer {
         let mut config = kube::Config::new(self.url().parse().unwrap_or_default());
         config.default_namespace = "default".into();
         config
+    }
+
+    /// Like [`config`](Self::config), but marked so that its requests stay out of
+    /// [`audit`](Self::audit): for the test's own seeding and assertions.
+    pub fn seed_config(&self) -> kube::Config {
+        let mut config = self.config();
+        config.headers.push((
+            http_header(SEED_HEADER),
+            axum::http::HeaderValue::from_static("1"),
+        ));
+        config
+    }
+
+    /// Every kind of access made by clients other than the seeding one.
+    pub fn audit(&self) -> Vec<Access> {
+        self.shared.audit.lock().map(|a| a.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// A kubeconfig file body pointing at this server, for the bridge binary.
@@ -102,4 +120,8 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn http_header(name: &'static str) -> axum::http::HeaderName {
+    axum::http::HeaderName::from_static(name)
 }

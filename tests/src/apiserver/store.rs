@@ -182,7 +182,7 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 impl Store {
     /// A store with the namespaces every cluster has.
     pub fn new(history_cap: usize) -> Arc<Self> {
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(65_536);
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 1,
@@ -206,6 +206,11 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking handler must not take the whole server down with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every change from now on (a lagging receiver should rescan with [`list`](Self::list)).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
     }
 
     /// The current resourceVersion.
