@@ -367,7 +367,7 @@ impl Worker {
             st.fatal_seen = false;
             st.confirmed = false;
             st.after_remaining = 0;
-            self.send(ToManager::NewBoot { node });
+            self.send(ToManager::NewBoot { node, source: id });
         }
         let mut lines = std::mem::take(&mut self.lines);
         let mut texts = Vec::new();
@@ -471,7 +471,7 @@ impl Worker {
         if marker == Some(Builtin::Boot) {
             st.fatal_seen = false;
             st.confirmed = false;
-            out.push(ToManager::BootBanner { node: st.node.key.clone() });
+            out.push(ToManager::BootBanner { node: st.node.key.clone(), source: id });
         } else if marker == Some(Builtin::End) {
             if st.fatal_seen && !st.confirmed {
                 st.confirmed = true;

@@ -73,11 +73,15 @@ pub enum ToManager {
     BootBanner {
         /// Node key.
         node: String,
+        /// The source that sent it.
+        source: SourceId,
     },
     /// Sequence reset on one of the node's sources.
     NewBoot {
         /// Node key.
         node: String,
+        /// The source whose sequence reset.
+        source: SourceId,
     },
 }
 
@@ -95,6 +99,10 @@ pub struct ManagerConfig {
     /// Console silence that confirms a suspected fatal incident.
     pub confirm_after_silence: Duration,
 }
+
+/// No kernel is back and printing its banner this soon after a panic (panic timeout,
+/// firmware, boot); a banner from another source earlier than this is replayed history.
+const OTHER_SOURCE_REBOOT_MIN: Duration = Duration::from_secs(3);
 
 struct Open {
     node: String,
@@ -248,15 +256,20 @@ impl Manager {
                     }
                 }
             }
-            ToManager::BootBanner { node } | ToManager::NewBoot { node } => self.new_boot(&node),
+            ToManager::BootBanner { node, source } | ToManager::NewBoot { node, source } => self.new_boot(&node, source),
         }
     }
 
-    fn new_boot(&mut self, node: &str) {
+    fn new_boot(&mut self, node: &str, source: SourceId) {
+        // A node's sources are separate sockets and workers, so their datagrams are not
+        // ordered against each other: a second netconsole target's replayed boot history
+        // can arrive after the first target's panic line. Only the source that opened the
+        // incident, or any source once a real reboot is possible, ends it.
+        let ends = |o: &Open| o.opener == Some(source) || o.opened.elapsed() >= OTHER_SOURCE_REBOOT_MIN;
         let has_fatal = self
             .nodes
             .get(node)
-            .is_some_and(|n| n.open.iter().any(|id| self.open.get(id).is_some_and(|o| o.class == "fatal")));
+            .is_some_and(|n| n.open.iter().any(|id| self.open.get(id).is_some_and(|o| o.class == "fatal" && ends(o))));
         if !has_fatal {
             return; // the banner of the boot we are already in (netconsole replays history)
         }
