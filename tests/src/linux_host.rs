@@ -29,7 +29,7 @@ pub mod cpio;
 
 /// Set to 1 (as `cargo xtask test` does) to make a missing prerequisite a
 /// failure instead of a skip.
-pub const REQUIRE_ENV: &str = "LASTGASP_REQUIRE_QEMU";
+pub use crate::prereq::REQUIRE_ENV;
 /// Overrides the kernel release (default: what `linux-image-amd64` depends on).
 pub const KERNEL_RELEASE_ENV: &str = "LASTGASP_KERNEL_RELEASE";
 /// The line every panic of this host prints, verbatim from the kernel.
@@ -81,38 +81,18 @@ pub fn default_cache_dir() -> PathBuf {
 /// What is missing to boot the host, if anything (besides the artifacts,
 /// which [`prepare`] fetches).
 pub fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces and taps need root)".into());
-    }
-    for (p, pkg) in [
+    crate::prereq::missing(&[
         ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
         ("/usr/bin/dpkg-deb", "dpkg"),
         ("/usr/bin/apt-get", "apt"),
         ("/usr/bin/tar", "tar"),
-    ] {
-        if !Path::new(p).exists() {
-            return Some(format!(
-                "{p} missing (package {pkg}; run `cargo xtask setup`)"
-            ));
-        }
-    }
-    None
+    ])
 }
 
 /// True when a test needing the host can run; otherwise prints why it is
 /// skipped, or panics when [`REQUIRE_ENV`] is 1 (CI must not skip silently).
 pub fn available(test: &str) -> bool {
-    match missing_prerequisite() {
-        None => true,
-        Some(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-            panic!("{test}: cannot boot the Linux host: {why} ({REQUIRE_ENV}=1)")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-    }
+    crate::prereq::available(test, "boot the Linux host", missing_prerequisite())
 }
 
 /// A bootable host: kernel image and initramfs.

@@ -10,13 +10,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::netns::{is_root, NetNs};
+use crate::netns::NetNs;
 
 /// The emulated board the tests run.
 pub const BOARD: &str = "qemu-mps2-an386";
 /// Set to 1 (as `cargo xtask test` does) to make a missing prerequisite a
 /// failure instead of a skip.
-pub const REQUIRE_ENV: &str = "LASTGASP_REQUIRE_QEMU";
+pub use crate::prereq::REQUIRE_ENV;
 
 /// The relay's address in the board's default configuration.
 pub const RELAY_IP: &str = "10.42.0.2";
@@ -40,38 +40,19 @@ fn repo_root() -> PathBuf {
 
 /// What is missing to run the firmware tests, if anything.
 pub fn missing_prerequisite() -> Option<String> {
-    if !is_root() {
-        return Some("not root (network namespaces and taps need root)".into());
-    }
-    for (p, pkg) in [
+    crate::prereq::missing(&[
         ("/usr/bin/qemu-system-arm", "qemu-system-arm"),
         ("/usr/bin/cargo", "cargo-web"),
         ("/usr/bin/rustc", "rustc-web"),
         ("/usr/lib/rustlib/src/rust/library/core", "rust-web-src"),
         ("/usr/bin/ping", "iputils-ping"),
-    ] {
-        if !Path::new(p).exists() {
-            return Some(format!(
-                "{p} missing (package {pkg}; run `cargo xtask setup`)"
-            ));
-        }
-    }
-    None
+    ])
 }
 
 /// True when the test can run. Otherwise prints why it is skipped, or panics
 /// when [`REQUIRE_ENV`] is set (CI must not skip silently).
 pub fn available(test: &str) -> bool {
-    match missing_prerequisite() {
-        None => true,
-        Some(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-            panic!("{test}: cannot run the firmware in QEMU: {why} ({REQUIRE_ENV}=1)")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-    }
+    crate::prereq::available(test, "run the firmware in QEMU", missing_prerequisite())
 }
 
 /// The release image of [`BOARD`], built once per test process with
