@@ -779,6 +779,9 @@ impl LinuxHost {
     /// of the serial log.
     pub fn boot_id_from(&self, from: usize, timeout: Duration) -> Option<String> {
         let (end, _) = self.serial.wait_from(from, "boot_id=", timeout)?;
+        // The id may still be on its way: the marker can end one read of the
+        // UART and the id start the next. Wait for the end of its line.
+        self.serial.wait_from(end, "\n", Duration::from_secs(10))?;
         let text = self.serial.text();
         let id: String = text
             .get(end..)?
