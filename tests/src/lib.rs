@@ -1,6 +1,8 @@
 //! Shared helpers for lastgasp's end-to-end tests (network namespaces, QEMU,
 //! an in-process Kubernetes API server).
 pub mod apiserver;
+/// A way out of the rig's namespace to a real cluster from `KUBECONFIG`.
+pub mod gateway;
 /// Skip-or-fail rule for tests that need root and installed packages.
 pub mod prereq;
 /// Private network namespaces with taps, for QEMU guests and test sockets.

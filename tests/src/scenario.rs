@@ -9,7 +9,10 @@
 //!
 //! - tap `lgr0` (10.42.0.1/24): the relay's link, where the bridge listens;
 //! - tap `lgh0` (10.99.0.1/24): the Linux host's NIC (its direct netconsole);
-//! - the in-process Kubernetes API server with a Node and its Pods;
+//! - the in-process Kubernetes API server with a Node and its Pods, or a
+//!   real cluster from a kubeconfig, reached through a [`ClusterGateway`]
+//!   (the only way out of the namespace), with a namespace of the rig's own
+//!   and a fake Node;
 //! - host-bridge (`serve::run`, in-process) with its journal in a temporary
 //!   state directory;
 //! - the relay firmware in `qemu-system-arm` (mps2-an386);
@@ -33,6 +36,7 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::apiserver::cluster::{NodeSpec, TestCluster};
+use crate::gateway::ClusterGateway;
 use crate::linux_host::{self, Artifacts, HostConfig, LinuxHost, Mode, SerialSink};
 use crate::netns::NetNs;
 use crate::qemu::{self, Board, BootOptions};
@@ -78,6 +82,31 @@ pub struct Options {
     pub loss_percent: Option<u32>,
     /// Start the Linux host (off for scenarios that replay a console).
     pub host: bool,
+    /// Which Kubernetes the bridge acts on.
+    pub cluster: ClusterTarget,
+}
+
+/// Which Kubernetes the rig uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterTarget {
+    /// The in-process API server, inside the rig's namespace.
+    InProcess,
+    /// The cluster of this kubeconfig (`None`: `$KUBECONFIG`, else
+    /// `~/.kube/config`), reached through a [`ClusterGateway`] out of the
+    /// rig's namespace; the rig works in a namespace of its own there, with a
+    /// fake Node, and removes both afterwards.
+    Kubeconfig(Option<PathBuf>),
+}
+
+impl ClusterTarget {
+    /// The tests' switch: `LASTGASP_K8S=real` means the cluster of `KUBECONFIG`.
+    pub fn from_env() -> Self {
+        if TestCluster::real_requested() {
+            Self::Kubeconfig(None)
+        } else {
+            Self::InProcess
+        }
+    }
 }
 
 impl Default for Options {
@@ -90,6 +119,7 @@ impl Default for Options {
             pods: 3,
             loss_percent: None,
             host: true,
+            cluster: ClusterTarget::from_env(),
         }
     }
 }
@@ -182,6 +212,7 @@ pub struct Rig {
     relay: Option<Board>,
     cluster: Option<TestCluster>,
     rt: Option<tokio::runtime::Runtime>,
+    gateway: Option<ClusterGateway>,
     home: HomeNs,
     ns: NetNs,
     state: tempfile::TempDir,
@@ -238,11 +269,19 @@ impl Rig {
         .map_err(rig_err)?;
         ns.add_tap(HOST_TAP, HOST_LINK_MAC, &format!("{HOST_LINK_IP}/24"))
             .map_err(rig_err)?;
-        enter(&ns)?;
         let state = tempfile::Builder::new()
             .prefix("lastgasp-demo-")
             .tempdir()
             .map_err(rig_err)?;
+        // Opened before entering the namespace: its thread must stay outside.
+        let gateway = match &opts.cluster {
+            ClusterTarget::InProcess => None,
+            ClusterTarget::Kubeconfig(path) => {
+                progress("opening the way out of the namespace to the cluster");
+                Some(ClusterGateway::open(&ns, path.as_deref(), state.path()).map_err(rig_err)?)
+            }
+        };
+        enter(&ns)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -254,6 +293,7 @@ impl Rig {
             relay: None,
             cluster: None,
             rt: Some(rt),
+            gateway,
             home,
             ns,
             state,
@@ -357,8 +397,12 @@ impl Rig {
 
     fn start_cluster(&mut self) -> Result<(), RigError> {
         let pods = self.opts.pods;
+        let real = self.gateway.as_ref().map(|g| g.config.clone());
         let (cluster, node, pod_names) = self.rt().block_on(async move {
-            let tc = TestCluster::start().await;
+            let tc = match real {
+                Some(config) => TestCluster::on(config).await,
+                None => TestCluster::in_process().await,
+            };
             let node = tc
                 .create_node(NodeSpec {
                     suffix: "host",
@@ -376,10 +420,14 @@ impl Rig {
                 .collect::<Vec<_>>();
             (tc, name, pod_names)
         });
+        let on = self.gateway.as_ref().map_or_else(
+            || "the in-process API server".to_owned(),
+            |g| format!("the cluster at {}", g.server),
+        );
         self.step(
             "k8s",
             format!(
-                "Node {node} with {} pods in namespace {}",
+                "Node {node} with {} pods in namespace {}, on {on}",
                 pod_names.len(),
                 cluster.namespace
             ),
@@ -392,13 +440,14 @@ impl Rig {
 
     fn bridge_config(&self) -> String {
         let dir = self.state.path();
-        let kubeconfig = match self.cluster().server() {
-            Some(server) => {
+        let kubeconfig = match (self.cluster().server(), &self.gateway) {
+            (Some(server), _) => {
                 let p = dir.join("kubeconfig");
                 let _ = std::fs::write(&p, server.kubeconfig_yaml());
                 format!("kubeconfig = \"{}\"\n", p.display())
             }
-            None => String::new(),
+            (None, Some(g)) => format!("kubeconfig = \"{}\"\n", g.kubeconfig.display()),
+            (None, None) => String::new(),
         };
         format!(
             r#"# host-bridge configuration written by the lastgasp demo

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use lastgasp_tests::linux_host::{self, Mode, SYSRQ_PANIC_LINE};
 use lastgasp_tests::qemu;
-use lastgasp_tests::scenario::{Options, Rig, OUT_OF_SERVICE, REASON_ANNOTATION};
+use lastgasp_tests::apiserver::store::resource;
+use lastgasp_tests::apiserver::ApiServer;
+use lastgasp_tests::scenario::{ClusterTarget, Options, Rig, OUT_OF_SERVICE, REASON_ANNOTATION};
 
 const BOOT: Duration = Duration::from_secs(300);
 const ACT: Duration = Duration::from_secs(60);
@@ -385,4 +387,78 @@ fn loss_30_percent_still_acted_on() {
         "the loss rule dropped nothing: the test would prove nothing"
     );
     assert_eq!(delivered, n, "an incident was lost despite the repeats");
+}
+
+/// The real-cluster path (`KUBECONFIG`), proven without one: an API server
+/// outside the rig's namespace, as a kind cluster on this machine's loopback
+/// would be, given to the rig only as a kubeconfig file. The namespace
+/// cannot reach it; the rig's gateway and rewritten kubeconfig must carry
+/// the bridge's calls out, and the server outside must end up holding the
+/// kernel's words.
+#[test]
+fn cluster_from_a_kubeconfig_outside_the_namespace() {
+    if !qemu::available("cluster_from_a_kubeconfig_outside_the_namespace") {
+        return;
+    }
+    // Built on this thread before the rig enters its namespace: the server
+    // listens, and its workers run, outside.
+    let outside = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio: {e}"));
+    let server = outside
+        .block_on(ApiServer::start())
+        .unwrap_or_else(|e| panic!("apiserver: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig_yaml()).unwrap_or_else(|e| panic!("{e}"));
+
+    let (before, panic, rest) = panic_capture();
+    let mut rig = start(Options {
+        host: false,
+        pods: 2,
+        cluster: ClusterTarget::Kubeconfig(Some(kubeconfig)),
+        ..Options::default()
+    });
+    // This thread is inside the rig's namespace now.
+    assert!(
+        std::net::TcpStream::connect(server.addr()).is_err(),
+        "the rig's namespace reaches {} directly: the test would not prove the gateway",
+        server.addr()
+    );
+    ok(rig.replay_console(&before, &panic, &rest));
+    let acted = ok(rig.wait_acted(true, ACT));
+    assert_eq!(acted.pods.len(), 2, "{:?}", acted.pods);
+    for (pod, reason, _) in &acted.pods {
+        assert!(reason.contains(SYSRQ_PANIC_LINE), "pod {pod}: {reason}");
+    }
+    let node_name = rig.node.clone();
+
+    let nodes = resource("", "v1", "nodes").unwrap_or_else(|| panic!("no nodes resource"));
+    let node = server
+        .store()
+        .get(nodes, None, &rig.node)
+        .unwrap_or_else(|e| panic!("node {} not on the server outside: {e:?}", rig.node));
+    let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let panic_condition = conditions
+        .iter()
+        .find(|c| c["type"] == "KernelPanic")
+        .unwrap_or_else(|| panic!("no KernelPanic condition on the server outside: {node:#}"));
+    assert_eq!(panic_condition["status"], "True", "{panic_condition:#}");
+    assert!(
+        panic_condition["message"].as_str().is_some_and(|m| m.contains(SYSRQ_PANIC_LINE)),
+        "{panic_condition:#}"
+    );
+    let taints = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    assert!(
+        taints.iter().any(|t| t["key"] == OUT_OF_SERVICE),
+        "no out-of-service taint on the server outside: {taints:?}"
+    );
+    drop(rig);
+    // The rig removes what it made on a real cluster: its Node and namespace.
+    assert!(
+        server.store().get(nodes, None, &node_name).is_err(),
+        "the rig left its Node on the cluster"
+    );
 }

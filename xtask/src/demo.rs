@@ -18,6 +18,14 @@ pub struct Args {
     /// Node's condition and taint when it comes back.
     #[arg(long)]
     pub recover: bool,
+    /// Act on the cluster of this kubeconfig instead of the in-process API
+    /// server (default when `KUBECONFIG` is set): in a namespace of the
+    /// demo's own, with a fake Node, all deleted afterwards.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Use the in-process API server even when `KUBECONFIG` is set.
+    #[arg(long)]
+    pub in_process: bool,
 }
 
 /// Install what is missing, then run the demo.
@@ -44,6 +52,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut demo = Command::new(target.join("debug").join("lastgasp-demo"));
     if a.recover {
         demo.arg("--recover");
+    }
+    if let Some(k) = &a.kubeconfig {
+        demo.arg("--kubeconfig").arg(k);
+    }
+    if a.in_process {
+        demo.arg("--in-process");
     }
     sh(&mut demo)
 }

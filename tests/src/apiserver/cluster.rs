@@ -65,15 +65,29 @@ impl TestCluster {
 
     /// Starts (or connects to) the target and creates this test's namespace.
     pub async fn start() -> Self {
-        let run_id = run_id();
-        let (server, config) = if Self::real_requested() {
+        if Self::real_requested() {
             let config = kube::Config::infer().await.unwrap_or_else(|e| panic!("LASTGASP_K8S=real but no usable KUBECONFIG: {e}"));
-            (None, config)
+            Self::on(config).await
         } else {
-            let server = ApiServer::start().await.unwrap_or_else(|e| panic!("cannot start the in-process apiserver: {e}"));
-            let config = server.config();
-            (Some(server), config)
-        };
+            Self::in_process().await
+        }
+    }
+
+    /// Starts the in-process API server and creates this test's namespace.
+    pub async fn in_process() -> Self {
+        let server = ApiServer::start().await.unwrap_or_else(|e| panic!("cannot start the in-process apiserver: {e}"));
+        let config = server.config();
+        Self::with(Some(server), config).await
+    }
+
+    /// Uses the cluster `config` points at (a real one: everything the test
+    /// creates there is removed by [`cleanup`](Self::cleanup)).
+    pub async fn on(config: kube::Config) -> Self {
+        Self::with(None, config).await
+    }
+
+    async fn with(server: Option<ApiServer>, config: kube::Config) -> Self {
+        let run_id = run_id();
         // The test's own client is marked, so the audit shows only the bridge's requests.
         let seed_config = server.as_ref().map_or_else(|| config.clone(), ApiServer::seed_config);
         let client = Client::try_from(seed_config).unwrap_or_else(|e| panic!("kube client: {e}"));

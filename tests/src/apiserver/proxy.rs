@@ -27,7 +27,12 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on a random loopback port and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::on(TcpListener::bind("127.0.0.1:0").await?, upstream)
+    }
+
+    /// Forwards the connections of `listener` to `upstream` (connecting from
+    /// the namespace of the thread that runs the proxy's tasks).
+    pub fn on(listener: TcpListener, upstream: SocketAddr) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (mode, rx) = watch::channel(Mode::Pass);
         let task = tokio::spawn(async move {

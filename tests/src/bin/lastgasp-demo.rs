@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use lastgasp_tests::linux_host::{self, Mode};
 use lastgasp_tests::qemu;
-use lastgasp_tests::scenario::{Options, Rig, RigError};
+use lastgasp_tests::scenario::{ClusterTarget, Options, Rig, RigError};
+use std::path::PathBuf;
+
+use clap::Parser;
 
 const BOOT: Duration = Duration::from_secs(300);
 const ACT: Duration = Duration::from_secs(60);
@@ -84,19 +87,49 @@ fn main() {
     }
 }
 
+/// The whole lastgasp story on embedded defaults: a real Linux host (Debian's
+/// kernel in qemu-system-x86_64) panics; the relay firmware on its emulated
+/// BMC (qemu-system-arm, mps2-an386) reads the panic off the host's serial
+/// console and sends the signed last gasp; host-bridge turns it into
+/// Kubernetes facts. Prints the timeline, then removes all it started.
+///
+/// Needs root (it creates a network namespace and taps). Run it through
+/// `cargo xtask demo`, which installs what is missing first.
+#[derive(clap::Parser)]
+#[command(name = "lastgasp-demo", version)]
+struct Args {
+    /// Then power-cycle the host and watch the bridge undo its actions when
+    /// the Node comes back with a new boot id.
+    #[arg(long)]
+    recover: bool,
+    /// Act on the cluster of this kubeconfig instead of the in-process API
+    /// server (default when `KUBECONFIG` is set). The demo works in a
+    /// namespace of its own there, with a fake Node and a few Pods that
+    /// never run, and deletes them afterwards. Needs rights to create
+    /// Namespaces, Nodes, Pods and Events.
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Use the in-process API server even when `KUBECONFIG` is set.
+    #[arg(long)]
+    in_process: bool,
+}
+
 fn run() -> Result<(), RigError> {
-    let recover = std::env::args().any(|a| a == "--recover");
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("usage: lastgasp-demo [--recover]\n  --recover  then power-cycle the host and watch the bridge undo its actions");
-        return Ok(());
-    }
+    let args = Args::parse();
+    let recover = args.recover;
+    let cluster = match args.kubeconfig.filter(|p| !p.as_os_str().is_empty() && !args.in_process) {
+        // KUBECONFIG may list several files (`a:b`); kube merges them.
+        Some(p) if p.to_string_lossy().contains(':') => ClusterTarget::Kubeconfig(None),
+        Some(p) => ClusterTarget::Kubeconfig(Some(p)),
+        None => ClusterTarget::InProcess,
+    };
     if let Some(why) = linux_host::missing_prerequisite().or_else(qemu::missing_prerequisite) {
         return Err(RigError(why));
     }
     println!("lastgasp demo: a real Linux host panics; its BMC's relay tells Kubernetes.\n");
     remove_stale_namespaces();
     let mut spinner: Option<Spinner> = None;
-    let mut rig = Rig::start(Options::default(), &mut |m: &str| {
+    let mut rig = Rig::start(Options { cluster, ..Options::default() }, &mut |m: &str| {
         spinner = None;
         spinner = Some(Spinner::start(m.to_string()));
     })?;
