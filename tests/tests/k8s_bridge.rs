@@ -213,6 +213,11 @@ async fn ext_panic_capture_from_an_allow_listed_node() {
             && tc.node_events(&name).await.iter().any(|e| e.message.as_deref().is_some_and(|m| m.contains(PANIC_LINE)))
     })
     .await;
+    // The Kubernetes side is on /metrics too: every pod counted, API calls
+    // made, and this single replica leads.
+    d.wait_metric("lastgasp_bridge_kube_pods_marked_total", "", |v| v >= 5.0).await;
+    d.wait_metric("lastgasp_bridge_kube_api_calls_total", "", |v| v > 0.0).await;
+    assert_eq!(d.metric("lastgasp_bridge_kube_leader", "").await, Some(1.0));
     tc.cleanup().await;
 }
 

@@ -182,4 +182,21 @@ pub trait Actuator: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Execute step `index` of `incident`'s plan. Idempotent.
     fn execute<'a>(&'a self, incident: &'a Incident, index: usize, step: &'a Step) -> ActFuture<'a>;
+    /// The actuator's own counters and gauges, read at each `/metrics` scrape.
+    fn stats(&self) -> Vec<ActuatorStat> {
+        Vec::new()
+    }
+}
+
+/// One value an actuator exposes on `/metrics` (prefixed `lastgasp_bridge_`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActuatorStat {
+    /// Metric name without the prefix (and, for a counter, without `_total`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// A gauge (a level) rather than a counter (a running total).
+    pub gauge: bool,
+    /// The value now.
+    pub value: u64,
 }

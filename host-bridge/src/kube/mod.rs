@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::act::{ActError, ActFuture, Actuator, Incident, Step, StepOutcome};
+use crate::act::{ActError, ActFuture, Actuator, ActuatorStat, Incident, Step, StepOutcome};
 use call::{CallSettings, Caller};
 use leader::{LeaderSettings, Leadership};
 use resolve::Cache;
@@ -322,5 +322,22 @@ impl Actuator for KubeActuator {
 
     fn execute<'a>(&'a self, incident: &'a Incident, index: usize, step: &'a Step) -> ActFuture<'a> {
         Box::pin(self.run_step(incident, index, step))
+    }
+
+    fn stats(&self) -> Vec<ActuatorStat> {
+        let mut out: Vec<ActuatorStat> = self
+            .inner
+            .stats
+            .counters()
+            .into_iter()
+            .map(|(name, help, value)| ActuatorStat { name, help, gauge: false, value })
+            .collect();
+        out.push(ActuatorStat {
+            name: "kube_leader",
+            help: "1 while this replica holds the leader Lease (or runs without election)",
+            gauge: true,
+            value: u64::from(self.inner.leader.is_leader()),
+        });
+        out
     }
 }

@@ -1,7 +1,14 @@
 //! Prometheus metrics. Hot-path counters are resolved once at startup, so counting a
 //! datagram is one atomic add (no label hashing per packet).
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::act::Actuator;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -157,6 +164,34 @@ pub struct Metrics {
     pub pending_steps: Gauge,
     /// Rate limiter for warnings about drops.
     pub warn_limiter: crate::serve::RateLimit,
+    actuator: Arc<ActuatorCollector>,
+}
+
+/// The actuator's own counters (Kubernetes API calls, conflicts, leadership),
+/// read from it at each scrape once it is attached.
+#[derive(Default)]
+struct ActuatorCollector(OnceLock<Arc<dyn Actuator>>);
+
+impl std::fmt::Debug for ActuatorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActuatorCollector")
+    }
+}
+
+impl Collector for ActuatorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(actuator) = self.0.get() else { return Ok(()) };
+        for stat in actuator.stats() {
+            if stat.gauge {
+                let g = ConstGauge::new(i64::try_from(stat.value).unwrap_or(i64::MAX));
+                g.encode(encoder.encode_descriptor(stat.name, stat.help, None, g.metric_type())?)?;
+            } else {
+                let c = ConstCounter::new(stat.value);
+                c.encode(encoder.encode_descriptor(stat.name, stat.help, None, c.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Metrics {
@@ -207,6 +242,8 @@ impl Metrics {
         let incident_queue_depth = qf.get_or_create(&QueueLabel { queue: "incident".into() }).clone();
         let pending_steps = Gauge::default();
         registry.register("pending_steps", "Journaled action steps not yet done", pending_steps.clone());
+        let actuator = Arc::new(ActuatorCollector::default());
+        registry.register_collector(Box::new(Arc::clone(&actuator)));
         Arc::new(Self {
             registry,
             datagrams,
@@ -230,7 +267,13 @@ impl Metrics {
             incident_queue_depth,
             pending_steps,
             warn_limiter: crate::serve::RateLimit::new(std::time::Duration::from_secs(5)),
+            actuator,
         })
+    }
+
+    /// Export `actuator`'s own counters from now on (once; later calls are ignored).
+    pub fn attach_actuator(&self, actuator: Arc<dyn Actuator>) {
+        let _ = self.actuator.0.set(actuator);
     }
 
     /// Count `n` drops.

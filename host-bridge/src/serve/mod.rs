@@ -113,6 +113,7 @@ pub async fn run(cfg: Config, v: Validated) -> anyhow::Result<()> {
     tracing::info!(path = %v.journal.display(), incidents = entries.len(), pending_steps = pending, "journal open");
 
     let actuator = actuator(&cfg, &v).await?;
+    metrics.attach_actuator(Arc::clone(&actuator));
     let (runner, runner_handle) = Runner::new(
         Arc::clone(&journal),
         actuator,
