@@ -13,12 +13,18 @@
 //! - [`arp`]: resolution and refresh of each collector's MAC for the frame
 //!   templates.
 //! - [`config`]: the postcard configuration blob.
+//! - [`flash_store`] and [`gpio_signals`]: the persistent store and the
+//!   host signals of a board with its own NOR flash and three GPIO lines.
 //! - [`tasks`]: the async bodies of the console, signal, ARP and relay tasks
 //!   (a board wraps each in a one-line `#[embassy_executor::task]`, since
 //!   embassy tasks cannot be generic).
 #![no_std]
 
 pub mod config;
+pub mod flash_store;
+
+#[cfg(feature = "firmware")]
+pub mod gpio_signals;
 
 #[cfg(feature = "firmware")]
 pub mod arp;

@@ -7,7 +7,6 @@
 
 mod clocks;
 mod console;
-mod signals;
 mod storage;
 
 use defmt_rtt as _;
@@ -16,15 +15,19 @@ use embassy_net::{Runner, StackResources};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
 use embassy_stm32::exti::{self, ExtiInput};
 use embassy_stm32::gpio::Pull;
+use embassy_stm32::mode::Async;
 use embassy_stm32::peripherals::{ETH, ETH_SMA};
 use embassy_stm32::{bind_interrupts, dma, eth, flash::Flash, interrupt, peripherals, usart};
 use panic_probe as _;
+use relay_fw::flash_store::FlashStore;
+use relay_fw::gpio_signals::GpioSignals;
 use relay_fw::shared_nic::{NetPort, SharedNic};
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
 type Eth = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
 type Nic = SharedNic<Eth>;
+type Signals = GpioSignals<ExtiInput<'static, Async>, ExtiInput<'static, Async>, ExtiInput<'static, Async>>;
 
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
 
@@ -46,7 +49,7 @@ async fn console(rx: console::UartConsole, relay: &'static RelayCell) -> ! {
 }
 
 #[embassy_executor::task]
-async fn host_signals(s: signals::GpioSignals, relay: &'static RelayCell) -> ! {
+async fn host_signals(s: Signals, relay: &'static RelayCell) -> ! {
     tasks::host_signals(s, relay).await
 }
 
@@ -63,7 +66,7 @@ async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks::config());
-    let mut store = storage::FlashStore { flash: Flash::new_blocking(p.FLASH) };
+    let mut store = FlashStore::new(Flash::new_blocking(p.FLASH), storage::LAYOUT);
     let cfg = tasks::load_config(DEFAULT_CONFIG, &mut store);
     let boot = tasks::boot_counter(&mut store);
     let mac = cfg.mac.unwrap_or_else(clocks::mac_from_uid);
@@ -85,7 +88,7 @@ async fn main(spawner: Spawner) {
     static DMA_BUF: StaticCell<[u8; 2048]> = StaticCell::new();
     let rx = usart::UartRx::new(p.USART2, p.PD6, p.DMA1_CH0, Irqs, uart_cfg).unwrap();
     let rx = console::UartConsole { rx: rx.into_ring_buffered(DMA_BUF.init([0; 2048])), errors: 0 };
-    let sigs = signals::GpioSignals {
+    let sigs = GpioSignals {
         power: ExtiInput::new(p.PF12, p.EXTI12, Pull::None, Irqs),
         caterr: ExtiInput::new(p.PF13, p.EXTI13, Pull::Up, Irqs),
         watchdog: ExtiInput::new(p.PF14, p.EXTI14, Pull::Up, Irqs),

@@ -7,7 +7,6 @@
 #![no_main]
 
 mod console;
-mod signals;
 mod storage;
 mod w5500;
 
@@ -20,11 +19,14 @@ use embassy_rp::gpio::{Input, Output, Pull};
 use embassy_rp::peripherals::UART1;
 use embassy_rp::{bind_interrupts, dma, uart};
 use panic_probe as _;
+use relay_fw::flash_store::FlashStore;
+use relay_fw::gpio_signals::GpioSignals;
 use relay_fw::shared_nic::{NetPort, SharedNic};
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
 type Nic = SharedNic<Device<'static>>;
+type Signals = GpioSignals<Input<'static>, Input<'static>, Input<'static>>;
 
 static DEFAULT_CONFIG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/config.bin"));
 
@@ -49,7 +51,7 @@ async fn console(rx: console::UartConsole, relay: &'static RelayCell) -> ! {
 }
 
 #[embassy_executor::task]
-async fn host_signals(s: signals::GpioSignals, relay: &'static RelayCell) -> ! {
+async fn host_signals(s: Signals, relay: &'static RelayCell) -> ! {
     tasks::host_signals(s, relay).await
 }
 
@@ -66,7 +68,7 @@ async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_rp::init(Default::default());
-    let mut store = storage::FlashStore { flash: Flash::new_blocking(p.FLASH) };
+    let mut store = FlashStore::new(Flash::<_, _, { storage::FLASH_SIZE }>::new_blocking(p.FLASH), storage::LAYOUT);
     let cfg = tasks::load_config(DEFAULT_CONFIG, &mut store);
     let boot = tasks::boot_counter(&mut store);
     // The W5500 has no MAC of its own: the config's, else one from the flash's unique id.
@@ -89,7 +91,7 @@ async fn main(spawner: Spawner) {
     uart_cfg.baudrate = 115_200;
     static RX_BUF: StaticCell<[u8; 2048]> = StaticCell::new();
     let rx = uart::BufferedUartRx::new(p.UART1, Irqs, p.PIN_5, RX_BUF.init([0; 2048]), uart_cfg);
-    let sigs = signals::GpioSignals {
+    let sigs = GpioSignals {
         power: Input::new(p.PIN_2, Pull::None),
         caterr: Input::new(p.PIN_3, Pull::Up),
         watchdog: Input::new(p.PIN_4, Pull::Up),
