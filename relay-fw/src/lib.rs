@@ -23,6 +23,10 @@
 pub mod config;
 pub mod flash_store;
 
+/// The build script every board shares.
+#[cfg(feature = "toml")]
+pub mod build;
+
 #[cfg(feature = "firmware")]
 pub mod gpio_signals;
 
