@@ -16,8 +16,8 @@
 //! - [`flash_store`] and [`gpio_signals`]: the persistent store and the
 //!   host signals of a board with its own NOR flash and three GPIO lines.
 //! - [`tasks`]: the async bodies of the console, signal, ARP and relay tasks
-//!   (a board wraps each in a one-line `#[embassy_executor::task]`, since
-//!   embassy tasks cannot be generic).
+//!   ([`board_tasks!`] declares them for a board's types, since embassy
+//!   tasks cannot be generic).
 #![no_std]
 
 pub mod config;

@@ -323,3 +323,46 @@ pub async fn arp<D: Driver>(nic: &SharedNic<D>, stack: Stack<'_>, relay: &RelayC
         }
     }
 }
+
+/// Declares a board's five embassy tasks around the bodies above: `net`
+/// (the embassy-net runner), `console`, `host_signals`, `arp` and `relay`.
+/// Embassy tasks cannot be generic, so a board names its types once:
+///
+/// ```ignore
+/// relay_fw::board_tasks!(driver: Lan9118, console: UartRx<1024>, signals: SignalPort);
+/// ```
+///
+/// The board crate depends on `embassy-executor` and `embassy-net`.
+#[macro_export]
+macro_rules! board_tasks {
+    (driver: $driver:ty, console: $console:ty, signals: $signals:ty $(,)?) => {
+        #[embassy_executor::task]
+        async fn net(mut runner: ::embassy_net::Runner<'static, $crate::shared_nic::NetPort<'static, $driver>>) -> ! {
+            runner.run().await
+        }
+
+        #[embassy_executor::task]
+        async fn console(input: $console, cell: &'static $crate::tasks::RelayCell) -> ! {
+            $crate::tasks::console(input, cell).await
+        }
+
+        #[embassy_executor::task]
+        async fn host_signals(signals: $signals, cell: &'static $crate::tasks::RelayCell) -> ! {
+            $crate::tasks::host_signals(signals, cell).await
+        }
+
+        #[embassy_executor::task]
+        async fn arp(
+            nic: &'static $crate::shared_nic::SharedNic<$driver>,
+            stack: ::embassy_net::Stack<'static>,
+            cell: &'static $crate::tasks::RelayCell,
+        ) -> ! {
+            $crate::tasks::arp(nic, stack, cell).await
+        }
+
+        #[embassy_executor::task]
+        async fn relay(nic: &'static $crate::shared_nic::SharedNic<$driver>, cell: &'static $crate::tasks::RelayCell) -> ! {
+            $crate::tasks::relay(nic, cell).await
+        }
+    };
+}

@@ -11,7 +11,7 @@ mod storage;
 
 use defmt_rtt as _;
 use embassy_executor::Spawner;
-use embassy_net::{Runner, StackResources};
+use embassy_net::StackResources;
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
 use embassy_stm32::exti::{self, ExtiInput};
 use embassy_stm32::gpio::Pull;
@@ -21,7 +21,7 @@ use embassy_stm32::{bind_interrupts, dma, eth, flash::Flash, interrupt, peripher
 use panic_probe as _;
 use relay_fw::flash_store::FlashStore;
 use relay_fw::gpio_signals::GpioSignals;
-use relay_fw::shared_nic::{NetPort, SharedNic};
+use relay_fw::shared_nic::SharedNic;
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
@@ -38,30 +38,7 @@ bind_interrupts!(struct Irqs {
     EXTI15_10 => exti::InterruptHandler<interrupt::typelevel::EXTI15_10>;
 });
 
-#[embassy_executor::task]
-async fn net(mut runner: Runner<'static, NetPort<'static, Eth>>) -> ! {
-    runner.run().await
-}
-
-#[embassy_executor::task]
-async fn console(rx: console::UartConsole, relay: &'static RelayCell) -> ! {
-    tasks::console(rx, relay).await
-}
-
-#[embassy_executor::task]
-async fn host_signals(s: Signals, relay: &'static RelayCell) -> ! {
-    tasks::host_signals(s, relay).await
-}
-
-#[embassy_executor::task]
-async fn arp(nic: &'static Nic, stack: embassy_net::Stack<'static>, relay: &'static RelayCell) -> ! {
-    tasks::arp(nic, stack, relay).await
-}
-
-#[embassy_executor::task]
-async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
-    tasks::relay(nic, relay).await
-}
+relay_fw::board_tasks!(driver: Eth, console: console::UartConsole, signals: Signals);
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {

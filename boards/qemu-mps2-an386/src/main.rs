@@ -15,8 +15,8 @@ mod time_driver;
 mod uart;
 
 use embassy_executor::Spawner;
-use embassy_net::{Runner, StackResources};
-use relay_fw::shared_nic::{NetPort, SharedNic};
+use embassy_net::StackResources;
+use relay_fw::shared_nic::SharedNic;
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
@@ -48,34 +48,7 @@ unsafe fn DefaultHandler(irqn: i16) {
     }
 }
 
-#[embassy_executor::task]
-async fn net(mut runner: Runner<'static, NetPort<'static, Lan9118>>) -> ! {
-    runner.run().await
-}
-
-#[embassy_executor::task]
-async fn console(rx: UartRx<1024>, relay: &'static RelayCell) -> ! {
-    tasks::console(rx, relay).await
-}
-
-#[embassy_executor::task]
-async fn host_signals(rx: signals::SignalPort, relay: &'static RelayCell) -> ! {
-    tasks::host_signals(rx, relay).await
-}
-
-#[embassy_executor::task]
-async fn arp(
-    nic: &'static Nic,
-    stack: embassy_net::Stack<'static>,
-    relay: &'static RelayCell,
-) -> ! {
-    tasks::arp(nic, stack, relay).await
-}
-
-#[embassy_executor::task]
-async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
-    tasks::relay(nic, relay).await
-}
+relay_fw::board_tasks!(driver: Lan9118, console: UartRx<1024>, signals: signals::SignalPort);
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {

@@ -12,7 +12,7 @@ mod w5500;
 
 use defmt_rtt as _;
 use embassy_executor::Spawner;
-use embassy_net::{Runner, StackResources};
+use embassy_net::StackResources;
 use embassy_net_wiznet::{chip::W5500, Device};
 use embassy_rp::flash::Flash;
 use embassy_rp::gpio::{Input, Output, Pull};
@@ -21,7 +21,7 @@ use embassy_rp::{bind_interrupts, dma, uart};
 use panic_probe as _;
 use relay_fw::flash_store::FlashStore;
 use relay_fw::gpio_signals::GpioSignals;
-use relay_fw::shared_nic::{NetPort, SharedNic};
+use relay_fw::shared_nic::SharedNic;
 use relay_fw::tasks::{self, RelayCell};
 use static_cell::StaticCell;
 
@@ -40,30 +40,7 @@ async fn wiznet(runner: embassy_net_wiznet::Runner<'static, W5500, w5500::SpiDev
     runner.run().await
 }
 
-#[embassy_executor::task]
-async fn net(mut runner: Runner<'static, NetPort<'static, Device<'static>>>) -> ! {
-    runner.run().await
-}
-
-#[embassy_executor::task]
-async fn console(rx: console::UartConsole, relay: &'static RelayCell) -> ! {
-    tasks::console(rx, relay).await
-}
-
-#[embassy_executor::task]
-async fn host_signals(s: Signals, relay: &'static RelayCell) -> ! {
-    tasks::host_signals(s, relay).await
-}
-
-#[embassy_executor::task]
-async fn arp(nic: &'static Nic, stack: embassy_net::Stack<'static>, relay: &'static RelayCell) -> ! {
-    tasks::arp(nic, stack, relay).await
-}
-
-#[embassy_executor::task]
-async fn relay(nic: &'static Nic, relay: &'static RelayCell) -> ! {
-    tasks::relay(nic, relay).await
-}
+relay_fw::board_tasks!(driver: Device<'static>, console: console::UartConsole, signals: Signals);
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
