@@ -126,7 +126,15 @@ fn run() -> Result<(), RigError> {
     if let Some(why) = linux_host::missing_prerequisite().or_else(qemu::missing_prerequisite) {
         return Err(RigError(why));
     }
-    println!("lastgasp demo: a real Linux host panics; its BMC's relay tells Kubernetes.\n");
+    println!("lastgasp demo: a real Linux host panics; its BMC's relay tells Kubernetes.");
+    match &cluster {
+        ClusterTarget::InProcess => println!("Kubernetes: the built-in in-process API server.\n"),
+        ClusterTarget::Kubeconfig(p) => println!(
+            "Kubernetes: the cluster of {} (a namespace, a fake Node and Pods of the demo's own, \
+             deleted afterwards; --in-process uses the built-in API server instead).\n",
+            p.as_ref().map_or_else(|| "KUBECONFIG".to_owned(), |p| p.display().to_string())
+        ),
+    }
     remove_stale_namespaces();
     let mut spinner: Option<Spinner> = None;
     let mut rig = Rig::start(Options { cluster, ..Options::default() }, &mut |m: &str| {
