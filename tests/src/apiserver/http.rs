@@ -181,13 +181,59 @@ fn selectors(q: &HashMap<String, String>) -> Result<(Selector, Selector), ApiErr
 
 fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<(StatusCode, Value), ApiError> {
     let (labels, fields) = selectors(q)?;
-    let (items, rv) =
-        shared.store.list(t.res, t.ns.as_deref(), &|o| labels.matches_labels(o) && fields.matches_fields(o));
+    let filter = |o: &Value| labels.matches_labels(o) && fields.matches_fields(o);
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|&l| l > 0);
+    let token = q.get("continue").filter(|c| !c.is_empty()).map(|c| ContinueToken::decode(c)).transpose()?;
+    let (items, metadata) = match (limit, token) {
+        (None, None) => {
+            let (items, rv) = shared.store.list(t.res, t.ns.as_deref(), &filter);
+            (items, json!({"resourceVersion": rv.to_string()}))
+        }
+        (limit, token) => {
+            let after = token.as_ref().map(|t| (t.ns.clone(), t.name.clone()));
+            let (items, next, rv) =
+                shared.store.list_page(t.res, t.ns.as_deref(), &filter, after.as_ref(), limit.unwrap_or(usize::MAX));
+            // Every page carries the first page's resourceVersion, as the real apiserver's
+            // do (its pages come from one snapshot; here later pages may be newer, which a
+            // watch from that resourceVersion then replays).
+            let rv = token.map_or(rv, |t| t.rv);
+            let mut metadata = json!({"resourceVersion": rv.to_string()});
+            if let Some((ns, name)) = next {
+                metadata["continue"] = json!(ContinueToken { rv, ns, name }.encode());
+            }
+            (items, metadata)
+        }
+    };
     let list = json!({
         "apiVersion": t.res.api_version(), "kind": format!("{}List", t.res.kind),
-        "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+        "metadata": metadata, "items": items,
     });
     Ok((StatusCode::OK, list))
+}
+
+/// Where a paged list goes on: opaque to clients (base64 of JSON), as the
+/// real apiserver's tokens are.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    ns: String,
+    name: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str) -> Result<Self, ApiError> {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ApiError { code: 400, reason: "BadRequest", message: format!("invalid continue token {text:?}") })
+    }
 }
 
 fn delete(

@@ -123,7 +123,8 @@ pub struct Change {
     pub object: Value,
 }
 
-type Key = (String, String);
+/// Where an object is stored: (namespace, or "" when cluster-scoped; name).
+pub type Key = (String, String);
 
 /// A watch's backlog, its live receiver, and the resourceVersion at the start.
 pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>, u64);
@@ -244,6 +245,30 @@ impl Store {
             })
             .unwrap_or_default();
         (items, st.rv)
+    }
+
+    /// One page of a list (`limit`/`continue`, as the real apiserver pages):
+    /// up to `limit` matching objects after the key `after`, in key order,
+    /// and the key of the last one when more match after it.
+    pub fn list_page(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        filter: &dyn Fn(&Value) -> bool,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> (Vec<Value>, Option<Key>, u64) {
+        use std::ops::Bound;
+        let st = self.lock();
+        let Some(m) = st.objects.get(key_of(res)) else { return (Vec::new(), None, st.rv) };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = m
+            .range::<Key, _>((from, Bound::Unbounded))
+            .filter(|((ons, _), v)| ns.is_none_or(|n| n == ons) && filter(v));
+        let items: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        let next = if more { items.last().map(|(k, _)| (*k).clone()) } else { None };
+        (items.into_iter().map(|(_, v)| v.clone()).collect(), next, st.rv)
     }
 
     /// Starts a watch: the changes after `since` (or synthetic ADDED events for
