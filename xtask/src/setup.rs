@@ -132,5 +132,10 @@ pub fn run(a: Args) -> Result<()> {
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }
+    // The downloaded .debs are of no further use; on CI the disk is better
+    // kept for the builds (hundreds of MB with qemu and the toolchain).
+    if std::env::var_os("LASTGASP_CI").is_some() {
+        let _ = sh(&mut apt(&["clean"]));
+    }
     Ok(())
 }
