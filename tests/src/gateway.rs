@@ -13,12 +13,12 @@
 //! namespace: a thread, and every socket it opens, stays in the namespace it
 //! was created in. The listening socket is opened inside the namespace and
 //! handed over.
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::apiserver::proxy::Proxy;
+use crate::apiserver::proxy::{Proxy, Upstream};
 use crate::netns::NetNs;
 
 /// The forwarder and the kubeconfig that goes through it; stops when dropped.
@@ -60,26 +60,17 @@ impl ClusterGateway {
             return Err(format!("cluster {cluster_name:?} goes through a proxy-url, which the rig's gateway cannot chain"));
         }
         let server = cluster.server.clone().ok_or_else(|| format!("cluster {cluster_name:?} has no server"))?;
-        let url: axum::http::Uri = server.parse().map_err(|e| format!("server {server:?}: {e}"))?;
-        let https = url.scheme_str() != Some("http");
-        let host = url.host().ok_or_else(|| format!("server {server:?} has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
         // Resolved here, outside the namespace, where the cluster is reachable.
-        let upstream = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host}:{port} resolves to nothing"))?;
+        let upstream = Upstream::of(&server)?;
 
         let listener = ns
             .within(|| std::net::TcpListener::bind("127.0.0.1:0"))
             .map_err(|e| format!("forwarder listener: {e}"))?;
-        let (addr, stop, thread) = forward(listener, upstream)?;
+        let (addr, stop, thread) = forward(listener, upstream.addr)?;
 
-        cluster.server = Some(format!("{}://{addr}{}", if https { "https" } else { "http" }, url.path().trim_end_matches('/')));
-        if https && cluster.tls_server_name.is_none() {
-            cluster.tls_server_name = Some(host);
+        cluster.server = Some(upstream.via(addr));
+        if upstream.https && cluster.tls_server_name.is_none() {
+            cluster.tls_server_name = Some(upstream.host);
         }
         let text = serde_saphyr::to_string(&kc).map_err(|e| format!("kubeconfig: {e}"))?;
         let path = dir.join("kubeconfig");

@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(value_enum)]
     pub action: Action,
     /// board directory name under boards/
-    #[arg(long, default_value = "qemu-mps2-an386")]
+    #[arg(long, default_value = QEMU_BOARD)]
     pub board: String,
 }
 
@@ -209,6 +209,9 @@ pub struct Size {
     /// (name, size, "flash" | "ram" | "flash+ram") of each allocated section.
     pub sections: Vec<(String, u64, &'static str)>,
 }
+
+/// The emulated board every QEMU test and the demo run.
+pub const QEMU_BOARD: &str = "qemu-mps2-an386";
 
 /// Sizes of a 32-bit little-endian ELF (what every Cortex-M image is).
 pub fn elf_size(path: &Path) -> Result<Size> {

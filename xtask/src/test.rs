@@ -28,7 +28,7 @@ pub fn run(a: Args) -> Result<()> {
         crate::fw::panic_check(&board)?;
         // On CI only the emulated board's image is used afterwards; the
         // others were build checks, and their build-std trees cost ~1.3 GB each.
-        if lean && board != QEMU_BOARD {
+        if lean && board != crate::fw::QEMU_BOARD {
             let dir = crate::fw::board_dir(&board)?.join("target");
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 eprintln!("xtask test: cannot remove {}: {e}", dir.display());
@@ -53,9 +53,6 @@ pub fn run(a: Args) -> Result<()> {
     disk_report("at the end");
     Ok(())
 }
-
-/// The board every QEMU test and the demo run.
-const QEMU_BOARD: &str = "qemu-mps2-an386";
 
 /// Disk a full run takes after `setup`, with margin: measured on a fresh
 /// clone with `.ci/run`'s settings, the tree grew to 4.8 GB (5 GiB of the

@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
-use super::proxy::Proxy;
+use super::proxy::{Proxy, Upstream};
 use super::ApiServer;
 
 /// Label carried by every pod the suite creates.
@@ -192,21 +192,12 @@ impl TestCluster {
 
     /// A proxy in front of the target, and a bridge configuration that goes through it.
     pub async fn proxied(&self) -> (Proxy, kube::Config) {
-        let url = self.config.cluster_url.clone();
-        let host = url.host().unwrap_or("127.0.0.1").to_owned();
-        let https = url.scheme_str() == Some("https");
-        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let upstream = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .unwrap_or_else(|| panic!("cannot resolve {host}:{port}"));
-        let proxy = Proxy::start(upstream).await.unwrap_or_else(|e| panic!("proxy: {e}"));
+        let upstream = Upstream::of(&self.config.cluster_url.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let proxy = Proxy::start(upstream.addr).await.unwrap_or_else(|e| panic!("proxy: {e}"));
         let mut config = self.config.clone();
-        let scheme = if https { "https" } else { "http" };
-        config.cluster_url = format!("{scheme}://{}", proxy.addr()).parse().unwrap_or_else(|e| panic!("{e}"));
-        if https && config.tls_server_name.is_none() {
-            config.tls_server_name = Some(host);
+        config.cluster_url = upstream.via(proxy.addr()).parse().unwrap_or_else(|e| panic!("{e}"));
+        if upstream.https && config.tls_server_name.is_none() {
+            config.tls_server_name = Some(upstream.host);
         }
         (proxy, config)
     }

@@ -184,26 +184,16 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<(Sta
     let filter = |o: &Value| labels.matches_labels(o) && fields.matches_fields(o);
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|&l| l > 0);
     let token = q.get("continue").filter(|c| !c.is_empty()).map(|c| ContinueToken::decode(c)).transpose()?;
-    let (items, metadata) = match (limit, token) {
-        (None, None) => {
-            let (items, rv) = shared.store.list(t.res, t.ns.as_deref(), &filter);
-            (items, json!({"resourceVersion": rv.to_string()}))
-        }
-        (limit, token) => {
-            let after = token.as_ref().map(|t| (t.ns.clone(), t.name.clone()));
-            let (items, next, rv) =
-                shared.store.list_page(t.res, t.ns.as_deref(), &filter, after.as_ref(), limit.unwrap_or(usize::MAX));
-            // Every page carries the first page's resourceVersion, as the real apiserver's
-            // do (its pages come from one snapshot; here later pages may be newer, which a
-            // watch from that resourceVersion then replays).
-            let rv = token.map_or(rv, |t| t.rv);
-            let mut metadata = json!({"resourceVersion": rv.to_string()});
-            if let Some((ns, name)) = next {
-                metadata["continue"] = json!(ContinueToken { rv, ns, name }.encode());
-            }
-            (items, metadata)
-        }
-    };
+    let after = token.as_ref().map(|t| (t.ns.clone(), t.name.clone()));
+    let (items, next, rv) = shared.store.list_page(t.res, t.ns.as_deref(), &filter, after.as_ref(), limit.unwrap_or(usize::MAX));
+    // Every page carries the first page's resourceVersion, as the real apiserver's
+    // do (its pages come from one snapshot; here later pages may be newer, which a
+    // watch from that resourceVersion then replays).
+    let rv = token.map_or(rv, |t| t.rv);
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some((ns, name)) = next {
+        metadata["continue"] = json!(ContinueToken { rv, ns, name }.encode());
+    }
     let list = json!({
         "apiVersion": t.res.api_version(), "kind": format!("{}List", t.res.kind),
         "metadata": metadata, "items": items,

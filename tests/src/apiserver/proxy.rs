@@ -6,6 +6,44 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Where a cluster's API server is, read from its URL, for a proxy in front of it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// The URL's host, without brackets (what its certificate names).
+    pub host: String,
+    /// `https` (else `http`).
+    pub https: bool,
+    /// The host and port, resolved.
+    pub addr: SocketAddr,
+    /// The URL's path (some servers sit below one), without a trailing `/`.
+    pub path: String,
+}
+
+impl Upstream {
+    /// Parses and resolves `server` (`https://host[:port][/path]`); the port
+    /// defaults to the scheme's.
+    pub fn of(server: &str) -> Result<Self, String> {
+        use std::net::ToSocketAddrs;
+        let url: axum::http::Uri = server.parse().map_err(|e| format!("server {server:?}: {e}"))?;
+        let https = url.scheme_str() != Some("http");
+        let host = url.host().ok_or_else(|| format!("server {server:?} has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host}:{port} resolves to nothing"))?;
+        let path = url.path().trim_end_matches('/').to_owned();
+        Ok(Self { host, https, addr, path })
+    }
+
+    /// The URL of a proxy at `proxy` that stands in for this server.
+    pub fn via(&self, proxy: SocketAddr) -> String {
+        format!("{}://{proxy}{}", if self.https { "https" } else { "http" }, self.path)
+    }
+}
+
 /// What the proxy does with connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

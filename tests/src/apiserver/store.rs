@@ -231,25 +231,14 @@ impl Store {
 
     /// Lists objects matching `filter`, with the list's resourceVersion.
     pub fn list(&self, res: &'static Resource, ns: Option<&str>, filter: &dyn Fn(&Value) -> bool) -> (Vec<Value>, u64) {
-        let st = self.lock();
-        let items = st
-            .objects
-            .get(key_of(res))
-            .map(|m| {
-                m.iter()
-                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                    .map(|(_, v)| v)
-                    .filter(|v| filter(v))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        (items, st.rv)
+        let (items, _, rv) = self.list_page(res, ns, filter, None, usize::MAX);
+        (items, rv)
     }
 
     /// One page of a list (`limit`/`continue`, as the real apiserver pages):
     /// up to `limit` matching objects after the key `after`, in key order,
-    /// and the key of the last one when more match after it.
+    /// the key of the last one when more match after it, and the
+    /// resourceVersion.
     pub fn list_page(
         &self,
         res: &'static Resource,
